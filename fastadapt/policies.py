@@ -1,0 +1,204 @@
+"""MLP policies whose parameters are a plain ``dict[str, Tensor]``, batched over tasks.
+
+Parameters come in two forms and every function accepts both:
+
+* shared (meta) parameters: ``layers.0.weight`` is ``[out, in]``;
+* per-task parameters: a leading task dim, ``[tasks, out, in]``, with observations ``[tasks, B, obs]``.
+
+Per-task parameters run through batched matmuls (``baddbmm``): after adaptation every task has its own
+weights and no Python loop over tasks is needed. The diagonal-Gaussian log-probability sums over
+action dimensions; its log-std is a state-independent parameter (as in the MAML paper).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import gymnasium as gym
+import torch
+import torch.nn.functional as F
+
+from fastadapt.errors import ConfigError, SpaceError
+
+Params = dict[str, torch.Tensor]
+
+ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh}
+
+#: Default hidden sizes and activation per family (each family's reference).
+DEFAULT_ARCH: dict[str, tuple[tuple[int, ...], str]] = {
+    "Navigation2D-v0": ((100, 100), "relu"),  # MAML paper
+    "CartPoleDynamics-v0": ((64,), "relu"),  # the origin article's network
+    "PendulumDynamics-v0": ((64, 64), "tanh"),
+    "Bandit-v0": ((64,), "relu"),
+    "TabularMDP-v0": ((64,), "relu"),
+}
+
+
+class DistParams(NamedTuple):
+    """The action distribution at a batch of observations: categorical ``logits`` (``std_log`` is
+    None) or Gaussian ``mean`` with ``log_std`` broadcastable to it."""
+
+    loc: torch.Tensor
+    log_std: torch.Tensor | None
+
+
+@dataclass(frozen=True)
+class MLPPolicy:
+    """A categorical (``discrete=True``) or diagonal-Gaussian MLP policy.
+
+    ``action_dim`` is the number of actions for a discrete policy, the action size otherwise.
+    """
+
+    obs_dim: int
+    action_dim: int
+    discrete: bool
+    hidden: tuple[int, ...] = (100, 100)
+    activation: str = "relu"
+    init_log_std: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.obs_dim <= 0 or self.action_dim <= 0:
+            raise ConfigError(
+                f"policy sizes must be positive, got obs_dim={self.obs_dim}, "
+                f"action_dim={self.action_dim}"
+            )
+        if any(h <= 0 for h in self.hidden):
+            raise ConfigError(f"hidden sizes must be positive, got {self.hidden}")
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(
+                f"unknown activation {self.activation!r}; known: {sorted(ACTIVATIONS)}"
+            )
+
+    @classmethod
+    def for_spaces(
+        cls,
+        observation_space: gym.spaces.Space,
+        action_space: gym.spaces.Space,
+        hidden: tuple[int, ...] = (100, 100),
+        activation: str = "relu",
+        init_log_std: float = 0.0,
+    ) -> MLPPolicy:
+        """A policy that fits a family's spaces (flat Box observations; Discrete or Box actions)."""
+        if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 1:
+            raise SpaceError(f"MLP policies need a flat Box observation space, got {observation_space}")
+        if isinstance(action_space, gym.spaces.Discrete):
+            return cls(observation_space.shape[0], int(action_space.n), True, tuple(hidden),
+                       activation, init_log_std)
+        if isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
+            return cls(observation_space.shape[0], action_space.shape[0], False, tuple(hidden),
+                       activation, init_log_std)
+        raise SpaceError(f"unsupported action space {action_space}")
+
+    # ---- parameters -------------------------------------------------------------------------
+
+    def init_params(self, generator: torch.Generator | None = None) -> Params:
+        """Fresh parameters: PyTorch's default uniform init for hidden layers, a 0.01-scaled
+        output layer (small initial logits / means), ``log_std = init_log_std``."""
+        sizes = (self.obs_dim, *self.hidden, self.action_dim)
+        params: Params = {}
+        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+            bound = 1.0 / math.sqrt(n_in)
+            w = (torch.rand(n_out, n_in, generator=generator) * 2 - 1) * bound
+            b = (torch.rand(n_out, generator=generator) * 2 - 1) * bound
+            if i == len(sizes) - 2:
+                w, b = w * 0.01, b * 0.0
+            params[f"layers.{i}.weight"], params[f"layers.{i}.bias"] = w, b
+        if not self.discrete:
+            params["log_std"] = torch.full((self.action_dim,), float(self.init_log_std))
+        return params
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Expected shape of each (shared) parameter."""
+        return {k: tuple(v.shape) for k, v in self.init_params().items()}
+
+    # ---- the distribution -------------------------------------------------------------------
+
+    def dist(self, params: Params, obs: torch.Tensor) -> DistParams:
+        """Distribution parameters at ``obs``. Per-task params need ``obs`` as ``[tasks, B, obs]``."""
+        act = ACTIVATIONS[self.activation]
+        n_layers = len(self.hidden) + 1
+        x = obs
+        for i in range(n_layers):
+            x = _linear(x, params[f"layers.{i}.weight"], params[f"layers.{i}.bias"])
+            if i < n_layers - 1:
+                x = act(x)
+        if self.discrete:
+            return DistParams(x, None)
+        log_std = params["log_std"]
+        if log_std.dim() == 2:  # per task: [tasks, A] -> [tasks, 1, A]
+            log_std = log_std.unsqueeze(1)
+        return DistParams(x, log_std)
+
+    def log_prob(self, d: DistParams, actions: torch.Tensor) -> torch.Tensor:
+        """Log-probability of ``actions``; the Gaussian sums over action dimensions."""
+        if self.discrete:
+            logp = F.log_softmax(d.loc, dim=-1)
+            return logp.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+        assert d.log_std is not None
+        z = (actions - d.loc) * torch.exp(-d.log_std)
+        return (-0.5 * z.pow(2) - d.log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+    def sample(self, d: DistParams, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draw actions (long for discrete, float otherwise)."""
+        if self.discrete:
+            probs = torch.softmax(d.loc, dim=-1)
+            flat = probs.reshape(-1, probs.shape[-1])
+            return torch.multinomial(flat, 1, generator=generator).reshape(probs.shape[:-1])
+        assert d.log_std is not None
+        noise = torch.randn(d.loc.shape, generator=generator, dtype=d.loc.dtype)
+        return d.loc + torch.exp(d.log_std) * noise.to(d.loc.device)
+
+    def mode(self, d: DistParams) -> torch.Tensor:
+        """The most likely action (greedy acting)."""
+        return d.loc.argmax(-1) if self.discrete else d.loc
+
+    def kl(self, old: DistParams, new: DistParams) -> torch.Tensor:
+        """KL(old || new) per sample."""
+        if self.discrete:
+            lp_old, lp_new = F.log_softmax(old.loc, -1), F.log_softmax(new.loc, -1)
+            return (lp_old.exp() * (lp_old - lp_new)).sum(-1)
+        assert old.log_std is not None and new.log_std is not None
+        var_old, var_new = torch.exp(2 * old.log_std), torch.exp(2 * new.log_std)
+        kl = new.log_std - old.log_std + (var_old + (old.loc - new.loc).pow(2)) / (2 * var_new) - 0.5
+        return kl.sum(-1)
+
+    def entropy(self, d: DistParams) -> torch.Tensor:
+        """Entropy per sample."""
+        if self.discrete:
+            lp = F.log_softmax(d.loc, -1)
+            return -(lp.exp() * lp).sum(-1)
+        assert d.log_std is not None
+        ent = d.log_std + 0.5 * math.log(2 * math.pi * math.e)
+        return ent.expand_as(d.loc).sum(-1)
+
+
+def _linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    if w.dim() == 3:  # per task: x [tasks, B, in], w [tasks, out, in]
+        return torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
+    return F.linear(x, w, b)
+
+
+def expand_params(params: Params, num_tasks: int) -> Params:
+    """Shared parameters viewed as per-task parameters (no copy)."""
+    return {k: v.unsqueeze(0).expand(num_tasks, *v.shape) for k, v in params.items()}
+
+
+def policy_for_family(
+    family_id: str,
+    observation_space: gym.spaces.Space,
+    action_space: gym.spaces.Space,
+    hidden: tuple[int, ...] | None = None,
+    activation: str | None = None,
+    init_log_std: float = 0.0,
+) -> MLPPolicy:
+    """A policy for a family with that family's default architecture unless overridden."""
+    d_hidden, d_act = DEFAULT_ARCH.get(family_id.removeprefix("fastadapt/"), ((100, 100), "relu"))
+    return MLPPolicy.for_spaces(
+        observation_space,
+        action_space,
+        tuple(hidden) if hidden else d_hidden,
+        activation or d_act,
+        init_log_std,
+    )

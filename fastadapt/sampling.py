@@ -1,0 +1,175 @@
+"""Closed-loop sampling: lockstep episodes for many tasks into one time-major batch.
+
+``collect_episodes`` runs ``episodes_per_task`` episodes of every task at once, each task under its own
+policy parameters, and returns :class:`Episodes` with axes ``[tasks, T, episodes, ...]``. ``T`` is the
+longest episode in the batch (at most the family's horizon); ``mask`` marks real steps. Episodes start
+together and are never reset automatically: after its last step an episode's slots are masked out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from fastadapt.errors import ConfigError, NonFiniteError
+from fastadapt.policies import MLPPolicy, Params
+from fastadapt.tasks.core import TaskFamily
+
+
+class Episodes(NamedTuple):
+    """A time-major batch of episodes. ``t`` indexes steps; step ``t`` took ``actions[:, t]`` in
+    ``obs[:, t]`` and received ``rewards[:, t]``.
+
+    Shapes: ``obs [tasks, T, E, obs_dim]``, ``actions [tasks, T, E, A]`` (float) or
+    ``[tasks, T, E]`` (long), ``log_probs``/``rewards``/``mask``/``terminated`` ``[tasks, T, E]``,
+    ``bootstrap_obs [tasks, E, obs_dim]`` (the observation after each episode's last step, used to
+    bootstrap a truncated episode), ``lengths [tasks, E]``.
+    """
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    log_probs: torch.Tensor
+    rewards: torch.Tensor
+    mask: torch.Tensor
+    terminated: torch.Tensor
+    bootstrap_obs: torch.Tensor
+    lengths: torch.Tensor
+
+    @property
+    def episode_returns(self) -> torch.Tensor:
+        """Undiscounted return of each episode, ``[tasks, E]``."""
+        return (self.rewards * self.mask).sum(1)
+
+    @property
+    def num_steps(self) -> int:
+        """Number of real environment steps in the batch."""
+        return int(self.lengths.sum())
+
+    def to(self, device: torch.device | str) -> Episodes:
+        """The same batch on ``device``."""
+        return Episodes(*(x.to(device) for x in self))
+
+
+def _seeds(seed: int) -> tuple[int, int]:
+    env_ss, act_ss = np.random.SeedSequence(seed).spawn(2)
+    return int(env_ss.generate_state(1)[0]), int(act_ss.generate_state(1)[0])
+
+
+@torch.no_grad()
+def collect_episodes(
+    family: TaskFamily,
+    policy: MLPPolicy,
+    params: Params,
+    tasks: Sequence[Any],
+    episodes_per_task: int,
+    seed: int,
+    device: torch.device | str = "cpu",
+    deterministic: bool = False,
+) -> Episodes:
+    """Sample ``episodes_per_task`` episodes of every task with the policy in closed loop.
+
+    ``params`` are shared (one set for all tasks) or per task (leading dim ``len(tasks)``). Continuous
+    actions are clipped to the action space's bounds before stepping; log-probs are those of the
+    unclipped samples. The same ``seed`` gives the same batch. ``deterministic`` acts greedily.
+    Raises :class:`NonFiniteError` naming the task and step if the environment returns NaN or inf.
+    """
+    n_tasks, E = len(tasks), episodes_per_task
+    if n_tasks == 0 or E <= 0:
+        raise ConfigError(f"need at least one task and episode, got {n_tasks} tasks, E={E}")
+    per_task = params["layers.0.weight"].dim() == 3
+    if per_task and params["layers.0.weight"].shape[0] != n_tasks:
+        raise ConfigError(
+            f"per-task parameters have {params['layers.0.weight'].shape[0]} rows for {n_tasks} tasks"
+        )
+    env_seed, act_seed = _seeds(seed)
+    env = family.make_batch(tasks, E, seed=env_seed)
+    gen = torch.Generator(device=device).manual_seed(act_seed)
+    N, H = env.num_envs, family.horizon
+    space = family.action_space
+    discrete = isinstance(space, gym.spaces.Discrete)
+    if discrete != policy.discrete:
+        raise ConfigError(
+            f"a {'categorical' if policy.discrete else 'Gaussian'} policy cannot act in "
+            f"{family.id}, whose action space is {space}"
+        )
+    low = high = None
+    if not discrete:
+        low = np.asarray(space.low, dtype=np.float32)
+        high = np.asarray(space.high, dtype=np.float32)
+
+    obs_dim = policy.obs_dim
+    obs_buf = np.zeros((H, N, obs_dim), dtype=np.float32)
+    act_buf = (
+        np.zeros((H, N), dtype=np.int64) if discrete else np.zeros((H, N, policy.action_dim), np.float32)
+    )
+    logp_buf = np.zeros((H, N), dtype=np.float32)
+    rew_buf = np.zeros((H, N), dtype=np.float32)
+    mask_buf = np.zeros((H, N), dtype=np.float32)
+    term_buf = np.zeros((H, N), dtype=np.float32)
+    boot = np.zeros((N, obs_dim), dtype=np.float32)
+    lengths = np.zeros(N, dtype=np.int64)
+    alive = np.ones(N, dtype=bool)
+
+    obs = np.asarray(env.reset(), dtype=np.float32)
+    _check_finite(obs, "observations", 0, E, family.id)
+    T = H
+    for t in range(H):
+        obs_buf[t] = obs
+        mask_buf[t] = alive
+        x = torch.from_numpy(obs).to(device)
+        if per_task:
+            x = x.view(n_tasks, E, obs_dim)
+        d = policy.dist(params, x)
+        a = policy.mode(d) if deterministic else policy.sample(d, gen)
+        logp = policy.log_prob(d, a)
+        a_np = a.reshape(N, *a.shape[2 if per_task else 1 :]).cpu().numpy()
+        logp_buf[t] = logp.reshape(N).cpu().numpy()
+        act_buf[t] = a_np
+        env_action = a_np if discrete else np.clip(a_np, low, high)
+        obs, reward, terminated, truncated = env.step(env_action)
+        obs = np.asarray(obs, dtype=np.float32)
+        _check_finite(reward, "rewards", t, E, family.id, alive)
+        _check_finite(obs, "observations", t + 1, E, family.id, alive)
+        rew_buf[t] = reward
+        term_buf[t] = terminated & alive
+        ended = alive & (terminated | truncated)
+        boot[ended] = obs[ended]
+        lengths += alive
+        alive = alive & ~ended
+        if not alive.any():
+            T = t + 1
+            break
+
+    def tm(a: np.ndarray) -> torch.Tensor:  # [T, N, ...] -> [tasks, T, E, ...]
+        a = a[:T].reshape(T, n_tasks, E, *a.shape[2:])
+        return torch.from_numpy(np.ascontiguousarray(np.moveaxis(a, 1, 0))).to(device)
+
+    return Episodes(
+        obs=tm(obs_buf),
+        actions=tm(act_buf),
+        log_probs=tm(logp_buf),
+        rewards=tm(rew_buf) * tm(mask_buf),
+        mask=tm(mask_buf),
+        terminated=tm(term_buf),
+        bootstrap_obs=torch.from_numpy(boot.reshape(n_tasks, E, obs_dim)).to(device),
+        lengths=torch.from_numpy(lengths.reshape(n_tasks, E)).to(device),
+    )
+
+
+def _check_finite(
+    x: np.ndarray, what: str, t: int, E: int, family_id: str, alive: np.ndarray | None = None
+) -> None:
+    bad = ~np.isfinite(x)
+    if bad.ndim > 1:
+        bad = bad.reshape(len(bad), -1).any(axis=1)
+    if alive is not None:
+        bad &= alive
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise NonFiniteError(
+            f"{family_id}: non-finite {what} from task {i // E} (episode {i % E}) at step {t}"
+        )
