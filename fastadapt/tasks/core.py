@@ -62,11 +62,20 @@ def task_from_dict(task_type: type[TaskT], data: dict[str, Any]) -> TaskT:
     return task_type(**{n: frozen(data[n]) for n in names})  # type: ignore[call-arg]
 
 
-def split_rng(seed: int, split: str) -> np.random.Generator:
-    """The task-sampling RNG of one split. Train and test use disjoint streams of one seed."""
+def split_rng(seed: int, split: str, index: int | None = None) -> np.random.Generator:
+    """The task-sampling RNG of one split. Train and test use disjoint streams of one seed;
+    ``index`` (e.g. the meta-iteration) selects an independent sub-stream of the split."""
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; expected one of {SPLITS}")
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(SPLITS.index(split),)))
+    key = (SPLITS.index(split),) if index is None else (SPLITS.index(split), index)
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
+
+
+def derive_seed(seed: int, *keys: int) -> int:
+    """A 32-bit seed determined by ``seed`` and ``keys`` (e.g. iteration, purpose). Counter-based
+    seeding makes the random state of iteration ``i`` a function of ``(seed, i)``: resuming needs
+    no saved generator state to reproduce the uninterrupted run."""
+    return int(np.random.SeedSequence([seed, *keys]).generate_state(1)[0])
 
 
 def check_range(name: str, low: float, high: float, positive: bool = False) -> None:
@@ -114,11 +123,13 @@ class TaskFamily(Protocol):
     ) -> BatchEnv: ...
 
 
-def sample_tasks(family: TaskFamily, n: int, seed: int, split: str = "train") -> list[Any]:
+def sample_tasks(
+    family: TaskFamily, n: int, seed: int, split: str = "train", index: int | None = None
+) -> list[Any]:
     """``n`` tasks of ``family`` from the seeded stream of ``split`` (``"train"`` or ``"test"``)."""
     if n <= 0:
         raise ConfigError(f"number of tasks must be positive, got {n}")
-    return family.sample_tasks(n, split_rng(seed, split))
+    return family.sample_tasks(n, split_rng(seed, split, index))
 
 
 class ArrayTaskFamily:

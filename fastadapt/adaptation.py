@@ -1,0 +1,177 @@
+"""Adaptation: one pure function ``params -> adapted params``, shared by sampling, meta-loss and
+meta-test.
+
+An inner step is a vanilla policy-gradient (REINFORCE with the linear baseline) step on each task's own
+episodes, for all tasks at once: shared parameters are viewed per task (``expand``) and the gradient of
+the sum of per-task losses gives each task its own gradient, so no Python loop over tasks runs.
+``first_order=False`` keeps the graph through the steps (second-order MAML); ``first_order=True`` treats
+the inner gradients as constants (FOMAML). Inner learning rates are floats (MAML; one per step allowed)
+or tensors shaped like the parameters (Meta-SGD, meta-learned with the policy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
+
+import torch
+
+from fastadapt.errors import ConfigError
+from fastadapt.policies import MLPPolicy, Params, expand_params
+from fastadapt.returns import linear_baseline_advantages, normalize_advantages
+from fastadapt.sampling import Episodes, collect_episodes
+
+#: A learning rate per inner step: a float (MAML) or a tensor per parameter (Meta-SGD).
+InnerLR = float | Mapping[str, torch.Tensor]
+
+
+class AdaptBatch(NamedTuple):
+    """What an inner step needs from a batch of episodes, ``[tasks, T, E, ...]``. Advantages are
+    fixed data: they depend on the episodes and the baseline, not on the policy parameters."""
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    advantages: torch.Tensor
+    mask: torch.Tensor
+
+
+def make_adapt_batch(
+    episodes: Episodes, gamma: float, gae_lambda: float, normalize: bool = True
+) -> AdaptBatch:
+    """Advantages from the linear baseline (fitted per task) and GAE, optionally normalized per task."""
+    adv, _ = linear_baseline_advantages(episodes, gamma, gae_lambda)
+    if normalize:
+        adv = normalize_advantages(adv, episodes.mask)
+    return AdaptBatch(episodes.obs, episodes.actions, adv.detach(), episodes.mask)
+
+
+def flat_tasks(x: torch.Tensor) -> torch.Tensor:
+    """``[tasks, T, E, ...] -> [tasks, T * E, ...]`` (the layout per-task parameters consume)."""
+    return x.reshape(x.shape[0], x.shape[1] * x.shape[2], *x.shape[3:])
+
+
+def per_task_log_probs(policy: MLPPolicy, params: Params, obs: torch.Tensor, actions: torch.Tensor):
+    """Log-probs ``[tasks, T, E]`` of ``actions`` at ``obs`` under per-task (or shared) params."""
+    d = policy.dist(params, flat_tasks(obs))
+    return policy.log_prob(d, flat_tasks(actions)).view(obs.shape[:3])
+
+
+def inner_loss(policy: MLPPolicy, params: Params, batch: AdaptBatch) -> torch.Tensor:
+    """The REINFORCE loss of each task, ``[tasks]``: ``-mean_t log pi(a_t|s_t) A_t`` over real steps."""
+    logp = per_task_log_probs(policy, params, batch.obs, batch.actions)
+    n = batch.mask.sum((1, 2)).clamp_min(1)
+    return -(logp * batch.advantages * batch.mask).sum((1, 2)) / n
+
+
+def _per_task(params: Params, num_tasks: int) -> Params:
+    if params["layers.0.weight"].dim() == 3:
+        return params
+    return expand_params(params, num_tasks)
+
+
+def adapt_step(
+    policy: MLPPolicy,
+    params: Params,
+    batch: AdaptBatch,
+    lr: InnerLR,
+    first_order: bool = False,
+) -> tuple[Params, Params]:
+    """One inner step for every task. Returns ``(adapted_params, inner_grads)``, both per task.
+
+    With ``first_order`` the returned gradients are detached, so the adapted parameters depend on
+    ``params`` (and a tensor ``lr``) only through the update's first term.
+    """
+    num_tasks = batch.obs.shape[0]
+    tracked = torch.is_grad_enabled()  # under no_grad, take the step on plain values
+    with torch.enable_grad():
+        per_task = _per_task(params, num_tasks)
+        names = list(per_task)
+        inputs = [per_task[k] for k in names]
+        if not (tracked and all(p.requires_grad for p in inputs)):
+            inputs = [p.detach().requires_grad_(True) for p in inputs]
+            per_task = dict(zip(names, inputs, strict=True))
+        loss = inner_loss(policy, per_task, batch).sum()
+        grads = torch.autograd.grad(loss, inputs, create_graph=not first_order)
+    grad_map = {k: (g.detach() if first_order else g) for k, g in zip(names, grads, strict=True)}
+    return apply_inner_update(per_task, grad_map, lr), grad_map
+
+
+def apply_inner_update(params: Params, grads: Params, lr: InnerLR) -> Params:
+    """``params - lr * grads`` with a float ``lr`` or per-parameter tensors (broadcast over tasks)."""
+    if isinstance(lr, Mapping):
+        return {k: params[k] - lr[k] * grads[k] for k in params}
+    return {k: params[k] - lr * grads[k] for k in params}
+
+
+def adapt(
+    policy: MLPPolicy,
+    params: Params,
+    batches: Sequence[AdaptBatch],
+    lrs: Sequence[InnerLR],
+    first_order: bool = False,
+) -> Params:
+    """``len(batches)`` inner steps; step ``k`` uses ``batches[k]`` and ``lrs[k]``.
+
+    ``batches[k]`` must hold episodes collected with the parameters after ``k`` steps (as sampling
+    does); the meta-loss replays exactly this function on the stored batches.
+    """
+    if len(lrs) < len(batches):
+        raise ConfigError(f"{len(batches)} inner steps need as many learning rates, got {len(lrs)}")
+    for batch, lr in zip(batches, lrs, strict=False):
+        params, _ = adapt_step(policy, params, batch, lr, first_order)
+    return params
+
+
+def inner_lr_schedule(inner_lr: float | Sequence[float], steps: int) -> list[float]:
+    """A learning rate per step: a float for all steps, or a list whose last entry repeats."""
+    lrs = [float(inner_lr)] if isinstance(inner_lr, (int, float)) else [float(x) for x in inner_lr]
+    if not lrs or any(not lr > 0 for lr in lrs):
+        raise ConfigError(f"inner learning rates must be positive, got {inner_lr}")
+    return [lrs[min(i, len(lrs) - 1)] for i in range(steps)]
+
+
+class AdaptationTrace(NamedTuple):
+    """Episodes before each step and after the last (``len(steps) + 1``), the batches and the
+    (detached) inner gradients of the steps, and the final per-task parameters (detached)."""
+
+    episodes: list[Episodes]
+    batches: list[AdaptBatch]
+    grads: list[Params]
+    params: Params
+
+
+def sample_and_adapt(
+    family,
+    policy: MLPPolicy,
+    params: Params,
+    tasks: Sequence,
+    num_steps: int,
+    lrs: Sequence[InnerLR],
+    episodes_per_task: int,
+    seeds: Sequence[int],
+    gamma: float,
+    gae_lambda: float,
+    normalize: bool = True,
+    device: torch.device | str = "cpu",
+) -> AdaptationTrace:
+    """Collect episodes, adapt one step, collect again, ... ``num_steps`` times, then collect once
+    more: the loop that meta-training samples with and meta-test evaluates with.
+
+    ``seeds`` holds one sampling seed per collection (``num_steps + 1``).
+    """
+    if len(seeds) < num_steps + 1:
+        raise ConfigError(f"{num_steps} steps need {num_steps + 1} seeds, got {len(seeds)}")
+    current = {k: v.detach() for k, v in params.items()}
+    episodes, batches, grads = [], [], []
+    for k in range(num_steps + 1):
+        ep = collect_episodes(family, policy, current, tasks, episodes_per_task, seeds[k], device)
+        episodes.append(ep)
+        if k == num_steps:
+            break
+        batch = make_adapt_batch(ep, gamma, gae_lambda, normalize)
+        batches.append(batch)
+        lr = {n: v.detach() for n, v in lrs[k].items()} if isinstance(lrs[k], Mapping) else lrs[k]
+        current, g = adapt_step(policy, current, batch, lr, first_order=True)
+        current = {name: v.detach() for name, v in current.items()}
+        grads.append(g)
+    return AdaptationTrace(episodes, batches, grads, current)

@@ -1,0 +1,178 @@
+"""Typed configs. Each field's docstring is its ``--help`` text in the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from fastadapt.errors import ConfigError
+
+
+@dataclass
+class CommonConfig:
+    """Settings every learner shares."""
+
+    env: str = "Navigation2D-v0"
+    """Task family id (see `fastadapt list`)."""
+    env_kwargs: str = "{}"
+    """Family options as a JSON object, e.g. '{"k": 10}' for Bandit-v0."""
+    seed: int = 0
+    """Seed of everything: task sampling, environments, initialization, action noise."""
+    meta_iterations: int = 500
+    """Outer (meta) iterations."""
+    meta_batch_size: int = 20
+    """Tasks per meta-iteration."""
+    episodes_per_task: int = 20
+    """Episodes per task for each adaptation step and for the post-adaptation batch."""
+    hidden: tuple[int, ...] = ()
+    """Hidden layer sizes; empty means the family's default (e.g. 100 100 for Navigation2D-v0)."""
+    activation: str = ""
+    """relu or tanh; empty means the family's default."""
+    init_log_std: float = 0.0
+    """Initial log standard deviation of Gaussian policies."""
+    gamma: float = 0.99
+    """Discount factor."""
+    gae_lambda: float = 1.0
+    """GAE lambda (1.0 = Monte Carlo returns minus the baseline, as in the MAML paper)."""
+    normalize_advantages: bool = True
+    """Normalize advantages per task."""
+    device: str = "cpu"
+    """torch device: cpu or cuda."""
+    checkpoint_every: int = 50
+    """Write a checkpoint every N meta-iterations (and at the end)."""
+    keep_checkpoints: int = 3
+    """How many periodic checkpoints to keep."""
+
+    def env_options(self) -> dict[str, Any]:
+        """``env_kwargs`` parsed."""
+        try:
+            opts = json.loads(self.env_kwargs) if self.env_kwargs else {}
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"env_kwargs is not valid JSON ({e}): {self.env_kwargs!r}") from None
+        if not isinstance(opts, dict):
+            raise ConfigError(f"env_kwargs must be a JSON object, got {self.env_kwargs!r}")
+        return opts
+
+    def validate(self) -> None:
+        """Refuse impossible values, naming the field."""
+        positive = ["meta_iterations", "meta_batch_size", "episodes_per_task",
+                    "checkpoint_every", "keep_checkpoints"]
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if any(h <= 0 for h in self.hidden):
+            raise ConfigError(f"hidden sizes must be positive, got {self.hidden}")
+        if not 0 <= self.gamma <= 1:
+            raise ConfigError(f"gamma must be in [0, 1], got {self.gamma}")
+        if not 0 <= self.gae_lambda <= 1:
+            raise ConfigError(f"gae_lambda must be in [0, 1], got {self.gae_lambda}")
+        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ConfigError(f"device must be cpu or cuda[:N], got {self.device!r}")
+        self.env_options()
+
+
+@dataclass
+class MAMLConfig(CommonConfig):
+    """MAML (and Meta-SGD) with a policy-gradient inner loop and a TRPO or Adam outer loop."""
+
+    num_inner_steps: int = 1
+    """Inner (adaptation) gradient steps during meta-training."""
+    inner_lr: tuple[float, ...] = (0.1,)
+    """Inner learning rate; several values give a schedule per step (the last one repeats)."""
+    first_order: bool = False
+    """Drop the second-order term (FOMAML)."""
+    meta_sgd: bool = False
+    """Meta-learn a learning rate per parameter (Meta-SGD); `fastadapt train metasgd` sets it."""
+    outer: Literal["trpo", "adam"] = "trpo"
+    """Outer optimizer: trpo (as in the MAML paper) or adam (first-order outer step)."""
+    outer_lr: float = 1e-3
+    """Adam learning rate (outer=adam)."""
+    max_kl: float = 0.01
+    """TRPO trust region (mean KL of the post-adaptation policies)."""
+    cg_iters: int = 10
+    """Conjugate-gradient iterations."""
+    cg_damping: float = 1e-5
+    """Damping added to Fisher-vector products."""
+    fvp: Literal["adapted", "exact"] = "adapted"
+    """Fisher for TRPO: 'adapted' = KL curvature at the adapted parameters with the inner gradients
+    held fixed, on every `fisher_subsample`-th sample; 'exact' = through the second-order adaptation
+    on all samples. The line search checks the exact KL either way."""
+    fisher_subsample: int = 5
+    """Use every N-th post-adaptation sample for Fisher-vector products (fvp=adapted)."""
+    line_search_steps: int = 15
+    """Maximum backtracking steps."""
+    backtrack_ratio: float = 0.5
+    """Step shrink factor per backtrack."""
+
+    def validate(self) -> None:
+        super().validate()
+        if self.num_inner_steps < 0:
+            raise ConfigError(f"num_inner_steps must be >= 0, got {self.num_inner_steps}")
+        if not self.inner_lr or any(not lr > 0 for lr in self.inner_lr):
+            raise ConfigError(f"inner_lr must be positive, got {self.inner_lr}")
+        for name in ("outer_lr", "max_kl", "cg_iters", "fisher_subsample", "line_search_steps"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.cg_damping < 0:
+            raise ConfigError(f"cg_damping must be >= 0, got {self.cg_damping}")
+        if not 0 < self.backtrack_ratio < 1:
+            raise ConfigError(f"backtrack_ratio must be in (0, 1), got {self.backtrack_ratio}")
+
+
+@dataclass
+class EvalConfig:
+    """The meta-test protocol: held-out tasks, returns after each adaptation step."""
+
+    num_tasks: int = 40
+    """Held-out test tasks."""
+    num_steps: int = 3
+    """Adaptation steps (returns are reported after 0..num_steps)."""
+    episodes_per_step: int = 40
+    """Episodes per task collected before each step (and after the last)."""
+    inner_lr: tuple[float, ...] = (0.1, 0.05)
+    """Learning rate per step (the last repeats): the MAML paper used 0.1 then 0.05."""
+    baselines: tuple[str, ...] = ("scratch", "pretrain")
+    """Baselines in the same protocol: scratch (fresh policy), pretrain (multi-task policy)."""
+    pretrain_iterations: int = 0
+    """Pretraining iterations; 0 matches the meta-training env-step budget."""
+    seed: int = 1000
+    """Seed of the evaluation's environments and action noise (test tasks come from the test split
+    of the run's seed)."""
+
+    def validate(self) -> None:
+        for name in ("num_tasks", "episodes_per_step"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.num_steps < 0 or self.pretrain_iterations < 0:
+            raise ConfigError("num_steps and pretrain_iterations must be >= 0")
+        unknown = set(self.baselines) - {"scratch", "pretrain"}
+        if unknown:
+            raise ConfigError(f"unknown baseline(s) {sorted(unknown)}; known: scratch, pretrain")
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """A config dataclass as a plain dict (tuples become lists)."""
+    return {
+        k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()
+    }
+
+
+def config_from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """Build a config, refusing unknown keys by name."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown {cls.__name__} key(s) {unknown}; known: {sorted(names)}")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in data:
+            v = data[f.name]
+            kwargs[f.name] = tuple(v) if isinstance(v, list) else v
+    cfg = cls(**kwargs)
+    cfg.validate()
+    return cfg
+
+
+__all__ = ["CommonConfig", "EvalConfig", "MAMLConfig", "config_from_dict", "config_to_dict", "field"]

@@ -1,0 +1,248 @@
+"""MAML for RL (Finn et al. 2017) and Meta-SGD (Li et al. 2017), read top to bottom.
+
+One meta-iteration:
+
+1. sample ``meta_batch_size`` training tasks;
+2. collect episodes with the meta-parameters, adapt, collect with each task's adapted parameters
+   (``sample_and_adapt``; the inner step is ``adaptation.adapt_step``);
+3. build the meta-loss on the post-adaptation episodes by *replaying* the differentiable adaptation
+   (``adaptation.adapt``) from the stored pre-adaptation batches, so the outer optimizer can
+   re-evaluate it at new meta-parameters;
+4. take an outer step: TRPO (conjugate gradient + line search under ``max_kl``) or Adam.
+
+``num_inner_steps = 0`` makes this plain multi-task policy optimization (the *pretrain* baseline).
+Meta-SGD adds a learning rate per parameter, meta-learned with the policy.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from fastadapt.adaptation import (
+    AdaptBatch,
+    InnerLR,
+    adapt,
+    apply_inner_update,
+    flat_tasks,
+    inner_lr_schedule,
+    make_adapt_batch,
+    per_task_log_probs,
+    sample_and_adapt,
+)
+from fastadapt.config import MAMLConfig
+from fastadapt.errors import NonFiniteError
+from fastadapt.optim.trpo import trpo_step
+from fastadapt.policies import MLPPolicy, Params, expand_params, policy_for_family
+from fastadapt.tasks import make_family, sample_tasks
+from fastadapt.tasks.core import TaskFamily, derive_seed
+
+LR_PREFIX = "inner_lr."
+
+
+class MAML:
+    """The state of a MAML / Meta-SGD run and its meta-iteration (:meth:`step`)."""
+
+    algorithm = "maml"
+
+    def __init__(self, config: MAMLConfig, family: TaskFamily | None = None) -> None:
+        config.validate()
+        self.config = config
+        self.family = family or make_family(config.env, **config.env_options())
+        self.policy: MLPPolicy = policy_for_family(
+            config.env, self.family.observation_space, self.family.action_space,
+            config.hidden or None, config.activation or None, config.init_log_std,
+        )
+        self.device = torch.device(config.device)
+        init = self.policy.init_params(torch.Generator().manual_seed(derive_seed(config.seed, 0)))
+        self.meta_params: Params = {
+            k: v.to(self.device).requires_grad_(True) for k, v in init.items()
+        }
+        schedule = inner_lr_schedule(config.inner_lr, max(config.num_inner_steps, 1))
+        self.inner_lrs: Params = {}
+        if config.meta_sgd:
+            self.inner_lrs = {
+                k: torch.full_like(v, schedule[0]).requires_grad_(True)
+                for k, v in self.meta_params.items()
+            }
+        self.lr_schedule = schedule
+        self.optimizer = (
+            torch.optim.Adam(self.trainable().values(), lr=config.outer_lr)
+            if config.outer == "adam"
+            else None
+        )
+        self.iteration = 0
+        self.env_steps = 0
+
+    @property
+    def name(self) -> str:
+        return "metasgd" if self.config.meta_sgd else "maml"
+
+    def trainable(self) -> dict[str, torch.Tensor]:
+        """Every meta-learned tensor by name (policy parameters, then Meta-SGD learning rates)."""
+        out = dict(self.meta_params)
+        out.update({LR_PREFIX + k: v for k, v in self.inner_lrs.items()})
+        return out
+
+    def lrs(self, steps: int, schedule: list[float] | None = None) -> list[InnerLR]:
+        """Inner learning rate of each step: the meta-learned ones (Meta-SGD) or a schedule."""
+        if self.inner_lrs:
+            return [self.inner_lrs] * steps
+        return inner_lr_schedule(schedule or self.lr_schedule, steps)
+
+    # ---- one meta-iteration ---------------------------------------------------------------------
+
+    def step(self) -> dict[str, float]:
+        """Run one meta-iteration and return its metrics."""
+        cfg, it = self.config, self.iteration
+        t0 = time.perf_counter()
+        tasks = sample_tasks(self.family, cfg.meta_batch_size, cfg.seed, "train", index=it)
+        K = cfg.num_inner_steps
+        seeds = [derive_seed(cfg.seed, 1, it, k) for k in range(K + 1)]
+        trace = sample_and_adapt(
+            self.family, self.policy, self.meta_params, tasks, K, self.lrs(K),
+            cfg.episodes_per_task, seeds, cfg.gamma, cfg.gae_lambda,
+            cfg.normalize_advantages, self.device,
+        )
+        t_sample = time.perf_counter() - t0
+        valid = make_adapt_batch(trace.episodes[-1], cfg.gamma, cfg.gae_lambda,
+                                 cfg.normalize_advantages)
+        info = self._outer_step(trace.batches, trace.grads, trace.params, valid)
+        self._check_finite(it)
+        steps = sum(ep.num_steps for ep in trace.episodes)
+        self.env_steps += steps
+        self.iteration += 1
+        dt = time.perf_counter() - t0
+        metrics = {
+            "iteration": float(self.iteration),
+            "env_steps": float(self.env_steps),
+            "return/pre_adapt": float(trace.episodes[0].episode_returns.mean()),
+            "return/post_adapt": float(trace.episodes[-1].episode_returns.mean()),
+            **info,
+            "time/iteration_s": dt,
+            "time/sampling_s": t_sample,
+            "time/env_steps_per_s": steps / t_sample,
+        }
+        if self.inner_lrs:
+            metrics["inner_lr/mean"] = float(
+                torch.cat([v.detach().flatten() for v in self.inner_lrs.values()]).mean()
+            )
+        return metrics
+
+    def _outer_step(
+        self, batches: list[AdaptBatch], grads: list[Params], phi_old: Params, valid: AdaptBatch
+    ) -> dict[str, float]:
+        """The outer update. ``grads``/``phi_old``: inner gradients and adapted parameters at the
+        current meta-parameters, from sampling (so they need not be recomputed)."""
+        cfg, policy = self.config, self.policy
+        lrs = self.lrs(len(batches))
+        num_tasks = valid.mask.shape[0]
+        obs, act = flat_tasks(valid.obs), flat_tasks(valid.actions)
+        mask = flat_tasks(valid.mask.unsqueeze(-1)).squeeze(-1)  # [tasks, T*E]
+        n = mask.sum(1).clamp_min(1)
+        with torch.no_grad():
+            old_dist = policy.dist(_per_task(phi_old, num_tasks), obs)
+            old_logp = policy.log_prob(old_dist, act)
+        adv = flat_tasks(valid.advantages.unsqueeze(-1)).squeeze(-1)
+
+        def adapted() -> Params:
+            phi = adapt(policy, self.meta_params, batches, lrs, cfg.first_order)
+            return _per_task(phi, num_tasks)
+
+        def surrogate(d) -> torch.Tensor:
+            ratio = torch.exp(policy.log_prob(d, act) - old_logp)
+            return -((ratio * adv * mask).sum(1) / n).mean()
+
+        def mean_kl(d, idx: slice = slice(None)) -> torch.Tensor:
+            old = type(old_dist)(old_dist.loc[:, idx], old_dist.log_std)
+            kl = policy.kl(old, d) * mask[:, idx]
+            return (kl.sum(1) / mask[:, idx].sum(1).clamp_min(1)).mean()
+
+        def loss_fn() -> torch.Tensor:
+            return surrogate(policy.dist(adapted(), obs))
+
+        def loss_kl_fn() -> tuple[torch.Tensor, torch.Tensor]:
+            d = policy.dist(adapted(), obs)
+            return surrogate(d), mean_kl(d)
+
+        if cfg.outer == "adam":
+            assert self.optimizer is not None
+            self.optimizer.zero_grad()
+            loss = loss_fn()
+            loss.backward()
+            self.optimizer.step()
+            with torch.no_grad():
+                new_loss, kl = loss_kl_fn()
+            return {"outer/kl": float(kl), "outer/surrogate_gain": float(loss) - float(new_loss),
+                    "outer/loss": float(new_loss)}
+
+        if cfg.fvp == "exact":
+            def fvp_kl_fn() -> torch.Tensor:
+                return mean_kl(policy.dist(adapted(), obs))
+        else:
+            # Fisher at the adapted parameters: phi(theta) = theta - sum_k lr_k g_k with the inner
+            # gradients g_k held at their current values (the adaptation's first-order Jacobian),
+            # on every `fisher_subsample`-th sample.
+            sub = slice(None, None, cfg.fisher_subsample)
+
+            def fvp_kl_fn() -> torch.Tensor:
+                phi = expand_params(self.meta_params, num_tasks)
+                for g, lr in zip(grads, lrs, strict=True):
+                    phi = apply_inner_update(phi, g, lr)
+                return mean_kl(policy.dist(phi, obs[:, sub]), sub)
+
+        info = trpo_step(
+            list(self.trainable().values()), loss_fn, loss_kl_fn, fvp_kl_fn, cfg.max_kl,
+            cfg.cg_iters, cfg.cg_damping, cfg.backtrack_ratio, cfg.line_search_steps,
+        )
+        return {
+            "outer/kl": info.kl,
+            "outer/surrogate_gain": info.surrogate_gain,
+            "outer/loss": info.surrogate_after,
+            "outer/step_fraction": info.step_fraction,
+            "outer/accepted": float(info.accepted),
+        }
+
+    def _check_finite(self, iteration: int) -> None:
+        for name, v in self.trainable().items():
+            if not torch.isfinite(v).all():
+                raise NonFiniteError(f"parameter {name} became non-finite at meta-iteration {iteration}")
+
+    # ---- state for checkpoints ------------------------------------------------------------------
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Every tensor needed to continue exactly: parameters, learning rates, optimizer state."""
+        out = {f"param.{k}": v.detach().cpu() for k, v in self.trainable().items()}
+        if self.optimizer is not None:
+            names = list(self.trainable())
+            for i, p in enumerate(self.optimizer.param_groups[0]["params"]):
+                for key, val in self.optimizer.state.get(p, {}).items():
+                    out[f"optim.{names[i]}.{key}"] = torch.as_tensor(val).detach().cpu()
+        return out
+
+    def state_meta(self) -> dict[str, Any]:
+        """JSON-ready counters and architecture."""
+        return {"iteration": self.iteration, "env_steps": self.env_steps}
+
+    def load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        """Restore from :meth:`state_tensors` / :meth:`state_meta` (shapes already checked)."""
+        with torch.no_grad():
+            for k, v in self.trainable().items():
+                v.copy_(tensors[f"param.{k}"].to(self.device))
+        if self.optimizer is not None:
+            names = list(self.trainable())
+            for i, p in enumerate(self.optimizer.param_groups[0]["params"]):
+                st = {key.split(".")[-1]: val for key, val in tensors.items()
+                      if key.startswith(f"optim.{names[i]}.")}
+                if st:
+                    self.optimizer.state[p] = {
+                        k: (v.to(self.device) if k != "step" else v.clone()) for k, v in st.items()
+                    }
+        self.iteration = int(meta["iteration"])
+        self.env_steps = int(meta["env_steps"])
+
+
+def _per_task(params: Params, num_tasks: int) -> Params:
+    return params if params["layers.0.weight"].dim() == 3 else expand_params(params, num_tasks)

@@ -1,0 +1,207 @@
+"""The training loop every learner shares: run directory, progress bar, metrics, checkpoints, resume.
+
+A learner is any object with ``config``, ``family``, ``policy``, ``name``, ``iteration``,
+``env_steps``, ``step() -> metrics``, ``state_tensors()``, ``state_meta()`` and ``load_state()``.
+
+Random state is counter-based: iteration ``i`` draws its tasks, environment noise and action noise
+from seeds derived from ``(seed, i)``. A checkpoint therefore holds the complete random state as
+``(seed, iteration)``, and resuming reproduces the uninterrupted run bit for bit (on CPU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from fastadapt.config import MAMLConfig, config_from_dict, config_to_dict
+from fastadapt.errors import CheckpointError, ConfigError, NonFiniteError, RunDirError
+from fastadapt.learners.maml import MAML
+from fastadapt.runs import (
+    FINAL,
+    MetricsLogger,
+    check_compatible,
+    latest_valid_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    prepare_run_dir,
+    prune_checkpoints,
+    read_config,
+    save_checkpoint,
+    write_config,
+)
+
+#: algorithm name -> (config class, learner class, forced config values)
+LEARNERS: dict[str, tuple[type, Callable[..., Any], dict[str, Any]]] = {
+    "maml": (MAMLConfig, MAML, {"meta_sgd": False}),
+    "metasgd": (MAMLConfig, MAML, {"meta_sgd": True}),
+}
+
+
+def algorithm_names() -> list[str]:
+    """Names accepted by ``fastadapt train``."""
+    return sorted(LEARNERS)
+
+
+def make_learner(algorithm: str, config: Any, family: Any = None) -> Any:
+    """Build a learner; refuses unknown algorithms, listing the known ones."""
+    if algorithm not in LEARNERS:
+        raise ConfigError(f"unknown algorithm {algorithm!r}; known: {', '.join(algorithm_names())}")
+    cfg_cls, learner_cls, forced = LEARNERS[algorithm]
+    if not isinstance(config, cfg_cls):
+        raise ConfigError(f"{algorithm} needs a {cfg_cls.__name__}, got {type(config).__name__}")
+    config = dataclasses.replace(config, **forced)
+    return learner_cls(config, family)
+
+
+def run_identity(learner: Any) -> dict[str, Any]:
+    """What a checkpoint must match to be loaded into this learner."""
+    return {
+        "algorithm": learner.name,
+        "env": learner.config.env,
+        "env_kwargs": learner.config.env_options(),
+        "policy": dataclasses.asdict(learner.policy),
+    }
+
+
+def checkpoint_meta(learner: Any) -> dict[str, Any]:
+    """The JSON sidecar of a checkpoint of ``learner``."""
+    return {
+        **_normalize(run_identity(learner)),
+        **learner.state_meta(),
+        "config": config_to_dict(learner.config),
+        "rng": {"scheme": "counter", "seed": learner.config.seed, "iteration": learner.iteration},
+    }
+
+
+def _normalize(meta_identity: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(meta_identity))  # tuples -> lists, as stored in JSON
+
+
+def train(
+    learner: Any,
+    run_dir: Path | str,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> Path:
+    """Train ``learner`` to ``config.meta_iterations`` in ``run_dir``; returns the final model's
+    sidecar path. ``stop_after`` ends early after that many iterations of this call (for tests and
+    interruption drills) without writing the final model."""
+    cfg = learner.config
+    run_dir = prepare_run_dir(Path(run_dir), overwrite=overwrite, resume=resume)
+    ident = _normalize(run_identity(learner))
+    if resume:
+        found = latest_valid_checkpoint(run_dir)
+        if found is not None:
+            tensors, meta = found
+            check_compatible(meta, ident, f"checkpoint in {run_dir}")
+            _check_tensors(learner, tensors)
+            learner.load_state(tensors, meta)
+    else:
+        write_config(run_dir, {"algorithm": learner.name, "config": config_to_dict(cfg)})
+    logger = MetricsLogger(
+        run_dir, resume_from=learner.iteration if resume else None,
+        purge_step=learner.env_steps if resume else None,
+    )
+    bar = tqdm(
+        total=cfg.meta_iterations, initial=learner.iteration, disable=not progress,
+        desc=f"{learner.name} {cfg.env}", unit="it", dynamic_ncols=True,
+    )
+    done_here = 0
+    try:
+        while learner.iteration < cfg.meta_iterations:
+            try:
+                metrics = learner.step()
+            except NonFiniteError as e:
+                last = _last_checkpoint_name(run_dir)
+                raise NonFiniteError(f"{e}; the last good checkpoint is kept: {last}") from None
+            logger.log(metrics)
+            bar.update(1)
+            bar.set_postfix(
+                pre=f"{metrics['return/pre_adapt']:.2f}", post=f"{metrics['return/post_adapt']:.2f}",
+                refresh=False,
+            )
+            if learner.iteration % cfg.checkpoint_every == 0:
+                _save_periodic(learner, run_dir)
+            done_here += 1
+            if stop_after is not None and done_here >= stop_after:
+                return run_dir / "checkpoints"
+        if learner.iteration % cfg.checkpoint_every != 0:
+            _save_periodic(learner, run_dir)
+        return save_checkpoint(run_dir / FINAL, learner.state_tensors(), checkpoint_meta(learner))
+    finally:
+        bar.close()
+        logger.close()
+
+
+def _save_periodic(learner: Any, run_dir: Path) -> None:
+    save_checkpoint(
+        run_dir / "checkpoints" / f"iter_{learner.iteration:06d}",
+        learner.state_tensors(),
+        checkpoint_meta(learner),
+    )
+    prune_checkpoints(run_dir, learner.config.keep_checkpoints)
+
+
+def _last_checkpoint_name(run_dir: Path) -> str:
+    found = list_checkpoints(run_dir)
+    return str(found[-1]) if found else "none written yet"
+
+
+def _check_tensors(learner: Any, tensors: dict[str, Any]) -> None:
+    for k, v in learner.state_tensors().items():
+        if k.startswith("optim."):
+            continue
+        if k not in tensors:
+            raise CheckpointError(f"checkpoint lacks tensor {k!r}")
+        if tuple(tensors[k].shape) != tuple(v.shape):
+            raise CheckpointError(
+                f"checkpoint tensor {k!r} has shape {tuple(tensors[k].shape)}, expected {tuple(v.shape)}"
+            )
+
+
+def learner_from_run(run_dir: Path | str) -> Any:
+    """Rebuild the learner a run directory was started with (from its ``config.yaml``)."""
+    data = read_config(Path(run_dir))
+    algorithm = data.get("algorithm")
+    if algorithm not in LEARNERS:
+        raise RunDirError(f"{run_dir}/config.yaml names unknown algorithm {algorithm!r}")
+    cfg = config_from_dict(LEARNERS[algorithm][0], data.get("config", {}))
+    return make_learner(algorithm, cfg)
+
+
+def resume_run(run_dir: Path | str, progress: bool = True, stop_after: int | None = None) -> Path:
+    """Continue a run from its newest loadable checkpoint."""
+    learner = learner_from_run(run_dir)
+    return train(learner, run_dir, resume=True, progress=progress, stop_after=stop_after)
+
+
+def load_learner(path: Path | str) -> Any:
+    """A learner restored from a run directory's final model, or from a checkpoint file."""
+    path = Path(path)
+    if path.is_dir():
+        ckpt = path / f"{FINAL}.json"
+        if not ckpt.exists():
+            found = latest_valid_checkpoint(path)
+            if found is None:
+                raise RunDirError(f"{path} holds no model and no checkpoint yet")
+            tensors, meta = found
+        else:
+            tensors, meta = load_checkpoint(ckpt)
+    else:
+        tensors, meta = load_checkpoint(path)
+    algorithm = meta.get("algorithm")
+    if algorithm not in LEARNERS:
+        raise CheckpointError(f"checkpoint names unknown algorithm {algorithm!r}")
+    cfg = config_from_dict(LEARNERS[algorithm][0], meta["config"])
+    learner = make_learner(algorithm, cfg)
+    check_compatible(meta, _normalize(run_identity(learner)), str(path))
+    _check_tensors(learner, tensors)
+    learner.load_state(tensors, meta)
+    return learner
