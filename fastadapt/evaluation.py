@@ -1,0 +1,179 @@
+"""Meta-test evaluation: returns after 0..k adaptation steps on held-out tasks, against baselines.
+
+The protocol: for each held-out test task, collect ``episodes_per_step`` episodes, take one inner
+step on them, collect new episodes, ... ``num_steps`` times (``adaptation.sample_and_adapt``, the loop
+meta-training samples with). Each step's return is the mean over that step's episodes; the table
+gives the mean over tasks and a 95% confidence interval (Student t over tasks).
+
+Baselines in the same protocol, with the same samples per step and the same inner updates:
+
+* ``scratch``: a freshly initialized policy;
+* ``pretrain``: a policy trained on the training tasks for the same number of env steps as
+  meta-training, with no meta-objective (the learner with zero inner steps), then adapted alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fastadapt.adaptation import InnerLR, inner_lr_schedule, sample_and_adapt
+from fastadapt.config import EvalConfig
+from fastadapt.policies import MLPPolicy, Params
+from fastadapt.runs import atomic_write_bytes, is_finished
+from fastadapt.tasks.core import TaskFamily, derive_seed, sample_tasks, task_to_dict
+
+# two-sided 95% Student t quantiles by degrees of freedom (1..30); the normal value beyond
+_T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+        2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+        2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+
+
+def mean_ci95(x: Sequence[float]) -> tuple[float, float]:
+    """Mean and the half-width of its 95% confidence interval (Student t)."""
+    a = np.asarray(x, dtype=float)
+    if a.size < 2:
+        return float(a.mean()), float("nan")
+    t = _T95[a.size - 2] if a.size - 1 <= len(_T95) else 1.96
+    return float(a.mean()), float(t * a.std(ddof=1) / math.sqrt(a.size))
+
+
+def adaptation_returns(
+    family: TaskFamily,
+    policy: MLPPolicy,
+    params: Params,
+    tasks: Sequence[Any],
+    num_steps: int,
+    lrs: Sequence[InnerLR],
+    episodes_per_step: int,
+    seed: int,
+    gamma: float,
+    gae_lambda: float,
+    normalize: bool = True,
+    device: str = "cpu",
+) -> np.ndarray:
+    """Mean episode return of each task after 0..num_steps inner steps: ``[num_steps + 1, tasks]``."""
+    seeds = [derive_seed(seed, 7, k) for k in range(num_steps + 1)]
+    trace = sample_and_adapt(
+        family, policy, params, tasks, num_steps, lrs, episodes_per_step, seeds, gamma,
+        gae_lambda, normalize, device,
+    )
+    return np.stack([ep.episode_returns.mean(1).cpu().numpy() for ep in trace.episodes])
+
+
+def summarize(returns: np.ndarray) -> dict[str, list[float]]:
+    """Per-step mean and CI half-width from ``[steps + 1, tasks]`` returns."""
+    stats = [mean_ci95(r) for r in returns]
+    return {
+        "mean": [m for m, _ in stats],
+        "ci95": [c for _, c in stats],
+        "per_task": returns.T.tolist(),
+    }
+
+
+def evaluate_learner(
+    learner: Any, cfg: EvalConfig, run_dir: Path | None = None, progress: bool = True
+) -> dict[str, Any]:
+    """Evaluate a trained learner and the requested baselines on held-out tasks."""
+    cfg.validate()
+    lc = learner.config
+    family, policy = learner.family, learner.policy
+    tasks = sample_tasks(family, cfg.num_tasks, lc.seed, split="test")
+    schedule = inner_lr_schedule(cfg.inner_lr, max(cfg.num_steps, 1))
+    common = dict(
+        family=family, policy=policy, tasks=tasks, num_steps=cfg.num_steps,
+        episodes_per_step=cfg.episodes_per_step, seed=cfg.seed, gamma=lc.gamma,
+        gae_lambda=lc.gae_lambda, normalize=lc.normalize_advantages, device=lc.device,
+    )
+    meta_params = {k: v.detach() for k, v in learner.meta_params.items()}
+    lrs = learner.lrs(cfg.num_steps, schedule)
+    methods: dict[str, Any] = {
+        learner.name: summarize(adaptation_returns(params=meta_params, lrs=lrs, **common))
+    }
+    budget: dict[str, int] = {learner.name: int(learner.env_steps)}
+    if "scratch" in cfg.baselines:
+        fresh = policy.init_params(torch.Generator().manual_seed(derive_seed(lc.seed, 99)))
+        fresh = {k: v.to(lc.device) for k, v in fresh.items()}
+        methods["scratch"] = summarize(
+            adaptation_returns(params=fresh, lrs=inner_lr_schedule(schedule, cfg.num_steps), **common)
+        )
+        budget["scratch"] = 0
+    if "pretrain" in cfg.baselines:
+        pre = pretrain_baseline(learner, cfg, run_dir, progress)
+        methods["pretrain"] = summarize(
+            adaptation_returns(
+                params={k: v.detach() for k, v in pre.meta_params.items()},
+                lrs=inner_lr_schedule(schedule, cfg.num_steps), **common,
+            )
+        )
+        budget["pretrain"] = int(pre.env_steps)
+    return {
+        "env": lc.env,
+        "algorithm": learner.name,
+        "meta_iterations": learner.iteration,
+        "protocol": dataclasses.asdict(cfg),
+        "test_tasks": [task_to_dict(t) for t in tasks],
+        "env_steps_trained": budget,
+        "returns": methods,
+    }
+
+
+def pretrain_baseline(
+    learner: Any, cfg: EvalConfig, run_dir: Path | None, progress: bool = True
+) -> Any:
+    """The multi-task pretraining baseline: the same learner with zero inner steps, trained for
+    ``(num_inner_steps + 1) x meta_iterations`` iterations (the same env-step budget, since each of
+    its iterations collects one batch instead of ``num_inner_steps + 1``). Kept under
+    ``run_dir/baselines/pretrain`` and reused if already finished."""
+    from fastadapt.train import load_learner, make_learner, train
+
+    lc = learner.config
+    iterations = cfg.pretrain_iterations or lc.meta_iterations * (lc.num_inner_steps + 1)
+    pcfg = dataclasses.replace(
+        lc, num_inner_steps=0, meta_iterations=iterations, meta_sgd=False, seed=lc.seed + 1,
+        checkpoint_every=max(1, min(lc.checkpoint_every * (lc.num_inner_steps + 1), iterations)),
+    )
+    pre = make_learner("maml", pcfg, learner.family)
+    if run_dir is None:
+        while pre.iteration < iterations:
+            pre.step()
+        return pre
+    pdir = Path(run_dir) / "baselines" / "pretrain"
+    if is_finished(pdir):
+        done = load_learner(pdir)
+        if done.iteration == iterations:
+            return done
+    train(pre, pdir, overwrite=True, progress=progress)
+    return pre
+
+
+def write_eval(result: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
+    """Write ``eval.json`` and ``adaptation.png`` into ``out_dir``."""
+    out_dir = Path(out_dir)
+    path = out_dir / "eval.json"
+    atomic_write_bytes(path, json.dumps(result, indent=2).encode())
+    from fastadapt.report import plot_adaptation
+
+    png = plot_adaptation({"": result}, out_dir / "adaptation.png")
+    return path, png
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """A markdown table: return after each adaptation step for each method (mean ± 95% CI)."""
+    methods = result["returns"]
+    steps = len(next(iter(methods.values()))["mean"])
+    head = "| method | " + " | ".join(f"{k} step{'s' if k != 1 else ''}" for k in range(steps)) + " |"
+    sep = "|---" * (steps + 1) + "|"
+    rows = [head, sep]
+    for name, m in methods.items():
+        cells = [f"{mu:.2f} ± {ci:.2f}" for mu, ci in zip(m["mean"], m["ci95"], strict=True)]
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
