@@ -1,0 +1,108 @@
+import dataclasses
+
+import pytest
+import torch
+
+from fastadapt.config import MAMLConfig
+from fastadapt.errors import ConfigError
+from fastadapt.learners.maml import MAML
+from fastadapt.train import make_learner
+
+SMALL = MAMLConfig(meta_batch_size=6, episodes_per_task=6, meta_iterations=3, seed=0)
+
+
+def params_of(learner):
+    return {k: v.detach().clone() for k, v in learner.trainable().items()}
+
+
+def test_same_seed_same_parameters_other_seed_differs():
+    a, b = MAML(SMALL), MAML(SMALL)
+    c = MAML(dataclasses.replace(SMALL, seed=1))
+    for _ in range(2):
+        a.step(), b.step(), c.step()
+    pa, pb, pc = params_of(a), params_of(b), params_of(c)
+    assert all(torch.equal(pa[k], pb[k]) for k in pa)
+    assert not all(torch.equal(pa[k], pc[k]) for k in pa)
+
+
+@pytest.mark.parametrize("fvp", ["adapted", "exact"])
+def test_trpo_step_respects_max_kl(fvp):
+    learner = MAML(dataclasses.replace(SMALL, fvp=fvp, max_kl=0.005))
+    for _ in range(3):
+        m = learner.step()
+        assert m["outer/kl"] <= 0.005
+        assert m["outer/accepted"] == 1.0 and m["outer/surrogate_gain"] > 0
+
+
+def test_exact_kl_is_checked_on_the_replayed_adaptation():
+    # the KL the learner reports after its step equals a fresh computation through adaptation
+    learner = MAML(dataclasses.replace(SMALL, max_kl=0.01))
+    m = learner.step()
+    assert 0 < m["outer/kl"] <= 0.01
+
+
+def test_short_run_improves_post_adaptation_return():
+    cfg = dataclasses.replace(SMALL, meta_batch_size=10, episodes_per_task=10)
+    learner = MAML(cfg)
+    first = [learner.step()["return/post_adapt"] for _ in range(2)]
+    for _ in range(6):
+        learner.step()
+    last = [learner.step()["return/post_adapt"] for _ in range(2)]
+    assert sum(last) / 2 > sum(first) / 2 + 10  # Navigation2D returns start near -90
+
+
+def test_adam_outer_and_first_order_run_and_change_parameters():
+    for cfg in (dataclasses.replace(SMALL, outer="adam", outer_lr=1e-2),
+                dataclasses.replace(SMALL, first_order=True)):
+        learner = MAML(cfg)
+        before = params_of(learner)
+        m = learner.step()
+        assert torch.isfinite(torch.tensor(list(m.values()))).all()
+        after = params_of(learner)
+        assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_meta_sgd_learns_learning_rates():
+    learner = make_learner("metasgd", SMALL)
+    assert learner.name == "metasgd" and learner.inner_lrs
+    before = {k: v.detach().clone() for k, v in learner.inner_lrs.items()}
+    learner.step()
+    assert any(not torch.equal(before[k], v) for k, v in learner.inner_lrs.items())
+
+
+def test_pretrain_configuration_has_no_inner_steps():
+    learner = MAML(dataclasses.replace(SMALL, num_inner_steps=0))
+    m = learner.step()
+    assert m["outer/kl"] <= SMALL.max_kl
+    # pre and post are the same batch when nothing adapts
+    assert m["return/pre_adapt"] == m["return/post_adapt"]
+
+
+def test_two_inner_steps_with_schedule():
+    learner = MAML(dataclasses.replace(SMALL, num_inner_steps=2, inner_lr=(0.1, 0.05)))
+    assert learner.lrs(2) == [0.1, 0.05]
+    m = learner.step()
+    assert m["env_steps"] > 0
+
+
+def test_discrete_family_trains():
+    learner = MAML(dataclasses.replace(SMALL, env="CartPoleDynamics-v0"))
+    m = learner.step()
+    assert m["return/pre_adapt"] > 0
+
+
+@pytest.mark.parametrize(
+    "field,value,match",
+    [("meta_batch_size", 0, "meta_batch_size"), ("inner_lr", (-0.1,), "inner_lr"),
+     ("max_kl", 0.0, "max_kl"), ("episodes_per_task", -1, "episodes_per_task"),
+     ("env", "Nope-v0", "unknown task family"), ("gamma", 1.5, "gamma"),
+     ("env_kwargs", "{bad", "JSON")],
+)
+def test_bad_config_values_are_refused(field, value, match):
+    with pytest.raises(ConfigError, match=match):
+        MAML(dataclasses.replace(SMALL, **{field: value}))
+
+
+def test_unknown_algorithm_is_refused():
+    with pytest.raises(ConfigError, match="unknown algorithm"):
+        make_learner("ppo-maml", SMALL)
