@@ -1,0 +1,116 @@
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from fastadapt.agent import Agent
+from fastadapt.cli import main
+from fastadapt.errors import SpaceError
+
+TINY = ["--meta-iterations", "2", "--meta-batch-size", "3", "--episodes-per-task", "3",
+        "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    run = tmp_path_factory.mktemp("cli") / "nav"
+    assert main(["train", "maml", "--run-dir", str(run), *TINY]) == 0
+    return run
+
+
+def test_list(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "Navigation2D-v0" in out and "metasgd" in out
+
+
+def test_train_writes_run_directory(trained):
+    for name in ("config.yaml", "metrics.csv", "model.json", "model.safetensors"):
+        assert (trained / name).exists()
+    assert list((trained / "tb").iterdir())
+
+
+def test_evaluate_adapt_report(trained, capsys):
+    assert main(["evaluate", str(trained), "--num-tasks", "3", "--episodes-per-step", "3",
+                 "--num-steps", "2", "--pretrain-iterations", "2", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "| maml |" in out and "| scratch |" in out and "| pretrain |" in out
+    result = json.loads((trained / "eval.json").read_text())
+    assert set(result["returns"]) == {"maml", "scratch", "pretrain"}
+    assert len(result["returns"]["maml"]["mean"]) == 3
+    assert len(result["test_tasks"]) == 3
+    assert (trained / "adaptation.png").stat().st_size > 1000
+    assert main(["adapt", str(trained), "--task", '{"goal_x": 0.2, "goal_y": 0.1}',
+                 "--steps", "1", "--episodes", "2"]) == 0
+    assert "after 1 step" in capsys.readouterr().out
+    assert main(["report", str(trained)]) == 0
+    report = (trained / "report.md").read_text()
+    assert "training.png" in report and "| maml |" in report
+
+
+def test_cli_errors_are_clear(trained, capsys):
+    assert main(["train", "nope"]) == 2
+    assert "unknown algorithm 'nope'" in capsys.readouterr().err
+    assert main(["train", "maml", "--env", "Nope-v0", "--run-dir", str(trained.parent / "x"),
+                 *TINY]) == 2
+    assert "unknown task family" in capsys.readouterr().err
+    assert main(["train", "maml", "--run-dir", str(trained), *TINY]) == 2
+    assert "already holds a finished run" in capsys.readouterr().err
+    assert main(["adapt", str(trained), "--task", '{"goal_x": 0.2}']) == 2
+    assert "missing field" in capsys.readouterr().err
+    assert main(["frobnicate"]) == 2
+
+
+def test_config_file_with_unknown_keys_is_refused(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("meta_iterations: 2\nlearning_rate: 3\n")
+    assert main(["train", "maml", "--config-file", str(cfg), "--run-dir", str(tmp_path / "r")]) == 2
+    assert "unknown MAMLConfig key(s) ['learning_rate']" in capsys.readouterr().err
+
+
+def test_config_file_sets_defaults(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("meta_iterations: 1\nmeta_batch_size: 2\nepisodes_per_task: 2\n")
+    assert main(["train", "maml", "--config-file", str(cfg), "--run-dir", str(tmp_path / "r"),
+                 "--no-progress"]) == 0
+    assert "meta_batch_size: 2" in (tmp_path / "r" / "config.yaml").read_text()
+
+
+def test_agent_adapts_to_gym_env_and_acts(trained):
+    agent = Agent.load(trained)
+    env = gym.make("fastadapt/Navigation2D-v0", task={"goal_x": 0.3, "goal_y": -0.2})
+    returns = agent.adapt(env, steps=2, episodes=4)
+    assert len(returns) == 3
+    obs, _ = env.reset(seed=0)
+    a = agent.act(obs)
+    assert env.action_space.contains(a)
+    obs, r, *_ = env.step(a)
+    assert agent.act(np.zeros((5, 2), np.float32)).shape == (5, 2)
+    agent.reset()
+
+
+class MyNav(gym.Env):
+    """A user's own environment with Navigation2D's spaces (goal fixed at (0.4, 0.4))."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
+    action_space = gym.spaces.Box(-0.1, 0.1, (2,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.pos = np.zeros(2, np.float32)
+        self.t = 0
+        return self.pos.copy(), {}
+
+    def step(self, action):
+        self.pos = self.pos + np.clip(action, -0.1, 0.1)
+        self.t += 1
+        return self.pos.copy(), -float(np.linalg.norm(self.pos - 0.4)), False, self.t >= 20, {}
+
+
+def test_agent_adapts_to_a_users_env_and_refuses_mismatched_spaces(trained):
+    agent = Agent.load(trained)
+    returns = agent.adapt(MyNav(), steps=1, episodes=3)
+    assert len(returns) == 2 and all(np.isfinite(returns))
+    with pytest.raises(SpaceError, match="do not match"):
+        agent.adapt(gym.make("CartPole-v1"), steps=1, episodes=2)

@@ -1,0 +1,151 @@
+import dataclasses
+import json
+import pickle
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from fastadapt.config import MAMLConfig
+from fastadapt.errors import CheckpointError, RunDirError
+from fastadapt.runs import load_checkpoint, read_metrics, save_checkpoint
+from fastadapt.train import load_learner, make_learner, resume_run, train
+
+CFG = MAMLConfig(meta_batch_size=3, episodes_per_task=3, meta_iterations=4, checkpoint_every=1,
+                 keep_checkpoints=2)
+
+
+def final_params(run_dir):
+    learner = load_learner(run_dir)
+    return {k: v.detach() for k, v in learner.trainable().items()}
+
+
+def test_resume_is_bit_identical_to_uninterrupted(tmp_path):
+    train(make_learner("maml", CFG), tmp_path / "full", progress=False)
+    train(make_learner("maml", CFG), tmp_path / "cut", progress=False, stop_after=2)
+    resume_run(tmp_path / "cut", progress=False)
+    a, b = final_params(tmp_path / "full"), final_params(tmp_path / "cut")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["return/post_adapt"] for r in read_metrics(tmp_path / "full")] == [
+        r["return/post_adapt"] for r in read_metrics(tmp_path / "cut")
+    ]
+
+
+def test_resume_with_adam_state_is_bit_identical(tmp_path):
+    cfg = dataclasses.replace(CFG, outer="adam", outer_lr=1e-2)
+    train(make_learner("metasgd", cfg), tmp_path / "full", progress=False)
+    train(make_learner("metasgd", cfg), tmp_path / "cut", progress=False, stop_after=3)
+    resume_run(tmp_path / "cut", progress=False)
+    a, b = final_params(tmp_path / "full"), final_params(tmp_path / "cut")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_checkpoints_are_pruned_and_finished_run_is_protected(tmp_path):
+    run = tmp_path / "r"
+    train(make_learner("maml", CFG), run, progress=False)
+    assert sorted(p.name for p in (run / "checkpoints").glob("*.json")) == [
+        "iter_000003.json", "iter_000004.json"]
+    before = (run / "model.safetensors").read_bytes()
+    with pytest.raises(RunDirError, match="finished run.*--overwrite"):
+        train(make_learner("maml", CFG), run, progress=False)
+    assert (run / "model.safetensors").read_bytes() == before
+
+
+def test_corrupt_truncated_and_foreign_checkpoints_are_refused(tmp_path):
+    run = tmp_path / "r"
+    train(make_learner("maml", CFG), run, progress=False)
+    data = (run / "model.safetensors").read_bytes()
+    (run / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_checkpoint(run / "model.json")
+    (run / "model.safetensors").write_bytes(data)
+    (run / "model.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        load_checkpoint(run / "model.json")
+    (run / "model.json").write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(CheckpointError, match="not a fastadapt checkpoint"):
+        load_checkpoint(run / "model.json")
+
+
+def test_checkpoint_of_another_family_or_shape_is_refused(tmp_path):
+    train(make_learner("maml", CFG), tmp_path / "nav", progress=False)
+    other = dataclasses.replace(CFG, env="PendulumDynamics-v0", meta_iterations=2)
+    learner = make_learner("maml", other)
+    tensors, meta = load_checkpoint(tmp_path / "nav" / "model.json")
+    from fastadapt.runs import check_compatible
+    from fastadapt.train import run_identity
+
+    with pytest.raises(CheckpointError, match="env 'Navigation2D-v0'.*'PendulumDynamics-v0'"):
+        check_compatible(meta, json.loads(json.dumps(run_identity(learner))), "ckpt")
+    # resuming a run whose newest checkpoint belongs to another architecture
+    cp = tmp_path / "nav" / "checkpoints"
+    newest = sorted(cp.glob("*.json"))[-1]
+    m = json.loads(newest.read_text())
+    m["policy"]["hidden"] = [64]
+    newest.write_text(json.dumps(m))
+    (tmp_path / "nav" / "model.json").unlink()
+    with pytest.raises(CheckpointError, match="policy"):
+        resume_run(tmp_path / "nav", progress=False)
+
+
+class Evil:
+    def __reduce__(self):
+        return (exec, ("open('PWNED', 'w').write('x')",))
+
+
+def test_pickle_payload_is_never_executed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    payload = pickle.dumps({"layers.0.weight": Evil()})
+    (tmp_path / "model.safetensors").write_bytes(payload)
+    (tmp_path / "model.json").write_text(json.dumps({"format": "fastadapt-checkpoint-v1",
+                                                      "sha256": "0"}))
+    with pytest.raises(CheckpointError):
+        load_checkpoint(tmp_path / "model.json")
+    import hashlib
+
+    (tmp_path / "model.json").write_text(json.dumps({
+        "format": "fastadapt-checkpoint-v1", "sha256": hashlib.sha256(payload).hexdigest()}))
+    with pytest.raises(CheckpointError, match="not a valid safetensors"):
+        load_checkpoint(tmp_path / "model.json")
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_checkpoint_roundtrip(tmp_path):
+    t = {"a": torch.arange(6.0).view(2, 3), "b": torch.tensor([1], dtype=torch.int64)}
+    save_checkpoint(tmp_path / "c", t, {"x": 1})
+    back, meta = load_checkpoint(tmp_path / "c")
+    assert torch.equal(back["a"], t["a"]) and meta["x"] == 1
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_kill_minus_9_loses_at_most_work_since_last_checkpoint(tmp_path):
+    run = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "fastadapt.cli", "train", "maml", "--run-dir", str(run),
+           "--meta-iterations", "400", "--meta-batch-size", "3", "--episodes-per-task", "3",
+           "--checkpoint-every", "2", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        ck = list((run / "checkpoints").glob("iter_*.json")) if (run / "checkpoints").exists() else []
+        if len(ck) >= 2:
+            break
+        time.sleep(0.2)
+    proc.kill()
+    proc.wait()
+    assert not (run / "model.json").exists()
+    done = max(int(p.stem.split("_")[1]) for p in (run / "checkpoints").glob("iter_*.json"))
+    # the interrupted run continues from its last checkpoint and matches an uninterrupted one
+    cfg = dataclasses.replace(CFG, meta_iterations=done + 2, checkpoint_every=2)
+    import yaml
+
+    data = yaml.safe_load((run / "config.yaml").read_text())
+    data["config"]["meta_iterations"] = done + 2
+    (run / "config.yaml").write_text(yaml.safe_dump(data))
+    resume_run(run, progress=False)
+    rows = read_metrics(run)
+    assert [int(r["iteration"]) for r in rows] == list(range(1, done + 3))
+    train(make_learner("maml", cfg), tmp_path / "ref", progress=False)
+    a, b = final_params(run), final_params(tmp_path / "ref")
+    assert all(torch.equal(a[k], b[k]) for k in a)
