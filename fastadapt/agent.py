@@ -20,6 +20,7 @@ import torch
 from fastadapt.adaptation import inner_lr_schedule, sample_and_adapt
 from fastadapt.errors import SpaceError
 from fastadapt.policies import Params
+from fastadapt.sampling import to_env_action
 from fastadapt.tasks.core import FamilyEnv, derive_seed
 from fastadapt.tasks.gym_adapter import GymTaskFamily
 
@@ -103,9 +104,7 @@ class Agent:
             raise SpaceError(f"observation of shape {tuple(x.shape)}; expected (..., {self.policy.obs_dim})")
         d = self.policy.dist(self.params, x.unsqueeze(0) if single else x)
         a = self.policy.mode(d) if deterministic else self.policy.sample(d)
-        a = a.cpu().numpy()
-        space = self.family.action_space
-        if isinstance(space, gym.spaces.Box):
-            a = np.clip(a, space.low, space.high).astype(space.dtype)
-            return a[0] if single else a
-        return int(a[0]) if single else a
+        a = to_env_action(self.family.action_space, a.cpu().numpy())
+        if isinstance(self.family.action_space, gym.spaces.Discrete):
+            return int(a[0]) if single else a
+        return a[0] if single else a

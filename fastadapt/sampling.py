@@ -1,5 +1,11 @@
 """Closed-loop sampling: lockstep episodes for many tasks into one time-major batch.
 
+Gaussian policies act in normalized coordinates: an action ``a`` in ``[-1, 1]^n`` maps to the Box's
+bounds, ``low + (a + 1) / 2 * (high - low)``, clipped to them (``to_env_action``). This is rllab's
+``normalize`` wrapper, under which the MAML paper's numbers were produced: a unit initial standard
+deviation then means "half the action range", whatever the units. Boxes with infinite bounds are
+passed through unscaled.
+
 ``collect_episodes`` runs ``episodes_per_task`` episodes of every task at once, each task under its own
 policy parameters, and returns :class:`Episodes` with axes ``[tasks, T, episodes, ...]``. ``T`` is the
 longest episode in the batch (at most the family's horizon); ``mask`` marks real steps. Episodes start
@@ -54,6 +60,32 @@ class Episodes(NamedTuple):
         return Episodes(*(x.to(device) for x in self))
 
 
+class ActionMap:
+    """The map from policy actions to environment actions for one action space."""
+
+    def __init__(self, space: gym.spaces.Space) -> None:
+        self.discrete = isinstance(space, gym.spaces.Discrete)
+        self.scale = self.low = self.high = None
+        if not self.discrete:
+            low = np.asarray(space.low, dtype=np.float32)
+            high = np.asarray(space.high, dtype=np.float32)
+            self.low, self.high = low, high
+            if np.all(np.isfinite(low)) and np.all(np.isfinite(high)):
+                self.scale = 0.5 * (high - low)
+
+    def __call__(self, a: np.ndarray) -> np.ndarray:
+        if self.discrete:
+            return a
+        if self.scale is not None:
+            a = self.low + (a + 1.0) * self.scale
+        return np.clip(a, self.low, self.high).astype(np.float32)
+
+
+def to_env_action(space: gym.spaces.Space, a: np.ndarray) -> np.ndarray:
+    """Policy actions to environment actions (see the module docstring)."""
+    return ActionMap(space)(a)
+
+
 def _seeds(seed: int) -> tuple[int, int]:
     env_ss, act_ss = np.random.SeedSequence(seed).spawn(2)
     return int(env_ss.generate_state(1)[0]), int(act_ss.generate_state(1)[0])
@@ -96,10 +128,7 @@ def collect_episodes(
             f"a {'categorical' if policy.discrete else 'Gaussian'} policy cannot act in "
             f"{family.id}, whose action space is {space}"
         )
-    low = high = None
-    if not discrete:
-        low = np.asarray(space.low, dtype=np.float32)
-        high = np.asarray(space.high, dtype=np.float32)
+    env_action_of = ActionMap(space)
 
     obs_dim = policy.obs_dim
     obs_buf = np.zeros((H, N, obs_dim), dtype=np.float32)
@@ -129,8 +158,7 @@ def collect_episodes(
         a_np = a.reshape(N, *a.shape[2 if per_task else 1 :]).cpu().numpy()
         logp_buf[t] = logp.reshape(N).cpu().numpy()
         act_buf[t] = a_np
-        env_action = a_np if discrete else np.clip(a_np, low, high)
-        obs, reward, terminated, truncated = env.step(env_action)
+        obs, reward, terminated, truncated = env.step(env_action_of(a_np))
         obs = np.asarray(obs, dtype=np.float32)
         _check_finite(reward, "rewards", t, E, family.id, alive)
         _check_finite(obs, "observations", t + 1, E, family.id, alive)
