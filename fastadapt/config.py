@@ -44,6 +44,18 @@ class CommonConfig:
     """Write a checkpoint every N meta-iterations (and at the end)."""
     keep_checkpoints: int = 3
     """How many periodic checkpoints to keep."""
+    task_sampler: Literal["uniform", "prioritized"] = "uniform"
+    """Training-task sampling: fresh uniform draws, or prioritized over a pool (harder tasks more often)."""
+    task_pool_size: int = 100
+    """Pool size for the prioritized sampler."""
+    priority_temperature: float = 1.0
+    """Softmax temperature over standardized task scores (higher = closer to uniform)."""
+    priority_floor: float = 0.2
+    """Share of probability mass spread uniformly, so every task keeps a chance."""
+    priority_score: Literal["post_return", "improvement"] = "post_return"
+    """Priority: low post-adaptation return, or low gain from adaptation."""
+    flush_denormal: bool = True
+    """Flush subnormal floats to zero on CPU while training (process-wide; measured faster)."""
 
     def env_options(self) -> dict[str, Any]:
         """``env_kwargs`` parsed."""
@@ -135,6 +147,11 @@ class EvalConfig:
     """Learning rate per step (the last repeats): the MAML paper used 0.1 then 0.05."""
     baselines: tuple[str, ...] = ("scratch", "pretrain")
     """Baselines in the same protocol: scratch (fresh policy), pretrain (multi-task policy)."""
+    tune_baseline_lr: bool = True
+    """Also report each baseline with its inner learning rate tuned (on training tasks, never the
+    test tasks) over `baseline_lr_scales` times the schedule, as rows named '<baseline> (tuned lr)'."""
+    baseline_lr_scales: tuple[float, ...] = (1.0, 0.3, 0.1, 0.03, 0.01)
+    """Scales of the inner learning rate tried when tuning baselines."""
     pretrain_iterations: int = 0
     """Pretraining iterations; 0 matches the meta-training env-step budget."""
     seed: int = 1000
@@ -145,6 +162,8 @@ class EvalConfig:
         for name in ("num_tasks", "episodes_per_step"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if any(not x > 0 for x in self.baseline_lr_scales):
+            raise ConfigError(f"baseline_lr_scales must be positive, got {self.baseline_lr_scales}")
         if self.num_steps < 0 or self.pretrain_iterations < 0:
             raise ConfigError("num_steps and pretrain_iterations must be >= 0")
         unknown = set(self.baselines) - {"scratch", "pretrain"}

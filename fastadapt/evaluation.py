@@ -30,6 +30,9 @@ from fastadapt.policies import MLPPolicy, Params
 from fastadapt.runs import atomic_write_bytes, is_finished
 from fastadapt.tasks.core import TaskFamily, derive_seed, sample_tasks, task_to_dict
 
+#: the training-split sub-stream that lr tuning draws tasks from (meta-iterations use 0, 1, 2, ...)
+TUNING_STREAM = 2**31 - 1
+
 # two-sided 95% Student t quantiles by degrees of freedom (1..30); the normal value beyond
 _T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
         2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
@@ -98,22 +101,26 @@ def evaluate_learner(
         learner.name: summarize(adaptation_returns(params=meta_params, lrs=lrs, **common))
     }
     budget: dict[str, int] = {learner.name: int(learner.env_steps)}
+    chosen: dict[str, list[float]] = {learner.name: [float(x) for x in schedule]}
+    baselines: dict[str, Params] = {}
     if "scratch" in cfg.baselines:
         fresh = policy.init_params(torch.Generator().manual_seed(derive_seed(lc.seed, 99)))
-        fresh = {k: v.to(lc.device) for k, v in fresh.items()}
-        methods["scratch"] = summarize(
-            adaptation_returns(params=fresh, lrs=inner_lr_schedule(schedule, cfg.num_steps), **common)
-        )
+        baselines["scratch"] = {k: v.to(lc.device) for k, v in fresh.items()}
         budget["scratch"] = 0
     if "pretrain" in cfg.baselines:
         pre = pretrain_baseline(learner, cfg, run_dir, progress)
-        methods["pretrain"] = summarize(
-            adaptation_returns(
-                params={k: v.detach() for k, v in pre.meta_params.items()},
-                lrs=inner_lr_schedule(schedule, cfg.num_steps), **common,
-            )
-        )
+        baselines["pretrain"] = {k: v.detach() for k, v in pre.meta_params.items()}
         budget["pretrain"] = int(pre.env_steps)
+    for name, params in baselines.items():
+        methods[name] = summarize(adaptation_returns(params=params, lrs=schedule, **common))
+        chosen[name] = [float(x) for x in schedule]
+        if cfg.tune_baseline_lr and cfg.num_steps > 0:
+            tuned = tune_inner_lr(params, schedule, cfg, learner)
+            methods[f"{name} (tuned lr)"] = summarize(
+                adaptation_returns(params=params, lrs=tuned, **common)
+            )
+            chosen[f"{name} (tuned lr)"] = tuned
+            budget[f"{name} (tuned lr)"] = budget[name]
     return {
         "env": lc.env,
         "algorithm": learner.name,
@@ -121,8 +128,27 @@ def evaluate_learner(
         "protocol": dataclasses.asdict(cfg),
         "test_tasks": [task_to_dict(t) for t in tasks],
         "env_steps_trained": budget,
+        "inner_lr": chosen,
         "returns": methods,
     }
+
+
+def tune_inner_lr(params: Params, schedule: list[float], cfg: EvalConfig, learner: Any) -> list[float]:
+    """The scaled schedule (from ``cfg.baseline_lr_scales``) whose return after the last step is
+    highest on 10 *training* tasks (a stream disjoint from meta-training's and from the test split)."""
+    lc = learner.config
+    tasks = sample_tasks(learner.family, 10, lc.seed, split="train", index=TUNING_STREAM)
+    best, best_ret = schedule, -math.inf
+    for scale in cfg.baseline_lr_scales:
+        lrs = [lr * scale for lr in schedule]
+        ret = adaptation_returns(
+            learner.family, learner.policy, params, tasks, cfg.num_steps, lrs,
+            cfg.episodes_per_step, derive_seed(cfg.seed, 3), lc.gamma, lc.gae_lambda,
+            lc.normalize_advantages, lc.device,
+        )[-1].mean()
+        if ret > best_ret:
+            best, best_ret = lrs, float(ret)
+    return best
 
 
 def pretrain_baseline(

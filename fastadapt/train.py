@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 from tqdm.auto import tqdm
 
 from fastadapt.config import MAMLConfig, config_from_dict, config_to_dict
@@ -94,6 +95,8 @@ def train(
     sidecar path. ``stop_after`` ends early after that many iterations of this call (for tests and
     interruption drills) without writing the final model."""
     cfg = learner.config
+    if getattr(cfg, "flush_denormal", False):
+        torch.set_flush_denormal(True)
     run_dir = prepare_run_dir(Path(run_dir), overwrite=overwrite, resume=resume)
     ident = _normalize(run_identity(learner))
     if resume:

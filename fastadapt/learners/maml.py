@@ -33,10 +33,16 @@ from fastadapt.adaptation import (
     sample_and_adapt,
 )
 from fastadapt.config import MAMLConfig
-from fastadapt.errors import NonFiniteError
+from fastadapt.learners.common import (
+    build_family_and_policy,
+    check_finite,
+    init_meta_params,
+    pack_state,
+    unpack_state,
+)
 from fastadapt.optim.trpo import trpo_step
-from fastadapt.policies import MLPPolicy, Params, expand_params, policy_for_family
-from fastadapt.tasks import make_family, sample_tasks
+from fastadapt.policies import Params, expand_params
+from fastadapt.task_sampling import make_task_sampler
 from fastadapt.tasks.core import TaskFamily, derive_seed
 
 LR_PREFIX = "inner_lr."
@@ -50,16 +56,10 @@ class MAML:
     def __init__(self, config: MAMLConfig, family: TaskFamily | None = None) -> None:
         config.validate()
         self.config = config
-        self.family = family or make_family(config.env, **config.env_options())
-        self.policy: MLPPolicy = policy_for_family(
-            config.env, self.family.observation_space, self.family.action_space,
-            config.hidden or None, config.activation or None, config.init_log_std,
-        )
+        self.family, self.policy = build_family_and_policy(config, family)
         self.device = torch.device(config.device)
-        init = self.policy.init_params(torch.Generator().manual_seed(derive_seed(config.seed, 0)))
-        self.meta_params: Params = {
-            k: v.to(self.device).requires_grad_(True) for k, v in init.items()
-        }
+        self.meta_params: Params = init_meta_params(self.policy, config.seed, self.device)
+        self.task_sampler = make_task_sampler(config, self.family)
         schedule = inner_lr_schedule(config.inner_lr, max(config.num_inner_steps, 1))
         self.inner_lrs: Params = {}
         if config.meta_sgd:
@@ -98,7 +98,7 @@ class MAML:
         """Run one meta-iteration and return its metrics."""
         cfg, it = self.config, self.iteration
         t0 = time.perf_counter()
-        tasks = sample_tasks(self.family, cfg.meta_batch_size, cfg.seed, "train", index=it)
+        task_idx, tasks = self.task_sampler.sample(cfg.meta_batch_size, it)
         K = cfg.num_inner_steps
         seeds = [derive_seed(cfg.seed, 1, it, k) for k in range(K + 1)]
         trace = sample_and_adapt(
@@ -109,8 +109,10 @@ class MAML:
         t_sample = time.perf_counter() - t0
         valid = make_adapt_batch(trace.episodes[-1], cfg.gamma, cfg.gae_lambda,
                                  cfg.normalize_advantages)
+        pre, post = (trace.episodes[i].episode_returns.mean(1) for i in (0, -1))
+        self.task_sampler.update(task_idx, pre, post)
         info = self._outer_step(trace.batches, trace.grads, trace.params, valid)
-        self._check_finite(it)
+        check_finite(self.trainable(), it)
         steps = sum(ep.num_steps for ep in trace.episodes)
         self.env_steps += steps
         self.iteration += 1
@@ -118,8 +120,8 @@ class MAML:
         metrics = {
             "iteration": float(self.iteration),
             "env_steps": float(self.env_steps),
-            "return/pre_adapt": float(trace.episodes[0].episode_returns.mean()),
-            "return/post_adapt": float(trace.episodes[-1].episode_returns.mean()),
+            "return/pre_adapt": float(pre.mean()),
+            "return/post_adapt": float(post.mean()),
             **info,
             "time/iteration_s": dt,
             "time/sampling_s": t_sample,
@@ -205,22 +207,12 @@ class MAML:
             "outer/accepted": float(info.accepted),
         }
 
-    def _check_finite(self, iteration: int) -> None:
-        for name, v in self.trainable().items():
-            if not torch.isfinite(v).all():
-                raise NonFiniteError(f"parameter {name} became non-finite at meta-iteration {iteration}")
-
     # ---- state for checkpoints ------------------------------------------------------------------
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
-        """Every tensor needed to continue exactly: parameters, learning rates, optimizer state."""
-        out = {f"param.{k}": v.detach().cpu() for k, v in self.trainable().items()}
-        if self.optimizer is not None:
-            names = list(self.trainable())
-            for i, p in enumerate(self.optimizer.param_groups[0]["params"]):
-                for key, val in self.optimizer.state.get(p, {}).items():
-                    out[f"optim.{names[i]}.{key}"] = torch.as_tensor(val).detach().cpu()
-        return out
+        """Every tensor needed to continue exactly: parameters, learning rates, optimizer state,
+        task-sampler scores."""
+        return {**pack_state(self.trainable(), self.optimizer), **self.task_sampler.state_tensors()}
 
     def state_meta(self) -> dict[str, Any]:
         """JSON-ready counters and architecture."""
@@ -228,18 +220,8 @@ class MAML:
 
     def load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         """Restore from :meth:`state_tensors` / :meth:`state_meta` (shapes already checked)."""
-        with torch.no_grad():
-            for k, v in self.trainable().items():
-                v.copy_(tensors[f"param.{k}"].to(self.device))
-        if self.optimizer is not None:
-            names = list(self.trainable())
-            for i, p in enumerate(self.optimizer.param_groups[0]["params"]):
-                st = {key.split(".")[-1]: val for key, val in tensors.items()
-                      if key.startswith(f"optim.{names[i]}.")}
-                if st:
-                    self.optimizer.state[p] = {
-                        k: (v.to(self.device) if k != "step" else v.clone()) for k, v in st.items()
-                    }
+        unpack_state(self.trainable(), self.optimizer, tensors, self.device)
+        self.task_sampler.load_state(tensors)
         self.iteration = int(meta["iteration"])
         self.env_steps = int(meta["env_steps"])
 
