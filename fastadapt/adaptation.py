@@ -11,7 +11,7 @@ or tensors shaped like the parameters (Meta-SGD, meta-learned with the policy).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
 import torch
@@ -33,6 +33,7 @@ class AdaptBatch(NamedTuple):
     actions: torch.Tensor
     advantages: torch.Tensor
     mask: torch.Tensor
+    log_probs: torch.Tensor | None = None  # the behaviour policy's, for PPO-style inner steps
 
 
 def make_adapt_batch(
@@ -42,7 +43,7 @@ def make_adapt_batch(
     adv, _ = linear_baseline_advantages(episodes, gamma, gae_lambda)
     if normalize:
         adv = normalize_advantages(adv, episodes.mask)
-    return AdaptBatch(episodes.obs, episodes.actions, adv.detach(), episodes.mask)
+    return AdaptBatch(episodes.obs, episodes.actions, adv.detach(), episodes.mask, episodes.log_probs)
 
 
 def flat_tasks(x: torch.Tensor) -> torch.Tensor:
@@ -56,11 +57,36 @@ def per_task_log_probs(policy: MLPPolicy, params: Params, obs: torch.Tensor, act
     return policy.log_prob(d, flat_tasks(actions)).view(obs.shape[:3])
 
 
-def inner_loss(policy: MLPPolicy, params: Params, batch: AdaptBatch) -> torch.Tensor:
-    """The REINFORCE loss of each task, ``[tasks]``: ``-mean_t log pi(a_t|s_t) A_t`` over real steps."""
+def inner_loss(
+    policy: MLPPolicy, params: Params, batch: AdaptBatch, objective: str = "vpg"
+) -> torch.Tensor:
+    """The inner loss of each task, ``[tasks]``, averaged over real steps.
+
+    ``"vpg"``: REINFORCE, ``-log pi(a|s) A``. ``"lvc"``: ProMP's low-variance curvature objective,
+    ``-(pi(a|s) / stop_grad(pi(a|s))) A``: the same value of the first derivative, a better-behaved
+    second derivative (Rothfuss et al. 2019).
+    """
     logp = per_task_log_probs(policy, params, batch.obs, batch.actions)
+    if objective == "lvc":
+        weight = torch.exp(logp - logp.detach())
+    elif objective == "vpg":
+        weight = logp
+    else:
+        raise ConfigError(f"unknown inner objective {objective!r}; known: vpg, lvc")
     n = batch.mask.sum((1, 2)).clamp_min(1)
-    return -(logp * batch.advantages * batch.mask).sum((1, 2)) / n
+    return -(weight * batch.advantages * batch.mask).sum((1, 2)) / n
+
+
+def ppo_inner_loss(policy: MLPPolicy, params: Params, batch: AdaptBatch, clip: float) -> torch.Tensor:
+    """PPO's clipped surrogate per task, ``[tasks]``, against ``batch.log_probs``."""
+    if batch.log_probs is None:
+        raise ConfigError("a PPO inner step needs the behaviour policy's log-probs")
+    logp = per_task_log_probs(policy, params, batch.obs, batch.actions)
+    ratio = torch.exp(logp - batch.log_probs)
+    surr = torch.minimum(ratio * batch.advantages,
+                         ratio.clamp(1 - clip, 1 + clip) * batch.advantages)
+    n = batch.mask.sum((1, 2)).clamp_min(1)
+    return -(surr * batch.mask).sum((1, 2)) / n
 
 
 def _per_task(params: Params, num_tasks: int) -> Params:
@@ -75,13 +101,39 @@ def adapt_step(
     batch: AdaptBatch,
     lr: InnerLR,
     first_order: bool = False,
+    objective: str = "vpg",
 ) -> tuple[Params, Params]:
     """One inner step for every task. Returns ``(adapted_params, inner_grads)``, both per task.
 
     With ``first_order`` the returned gradients are detached, so the adapted parameters depend on
     ``params`` (and a tensor ``lr``) only through the update's first term.
     """
-    num_tasks = batch.obs.shape[0]
+    return _gradient_step(
+        lambda p: inner_loss(policy, p, batch, objective), params, batch.obs.shape[0], lr,
+        first_order,
+    )
+
+
+def ppo_adapt_step(
+    policy: MLPPolicy,
+    params: Params,
+    batch: AdaptBatch,
+    lr: InnerLR,
+    epochs: int = 4,
+    clip: float = 0.2,
+) -> tuple[Params, Params]:
+    """``epochs`` full-batch gradient steps on PPO's clipped surrogate for every task (first-order).
+    Returns the adapted parameters and the last step's gradients."""
+    grads: Params = {}
+    for _ in range(epochs):
+        params, grads = _gradient_step(
+            lambda p: ppo_inner_loss(policy, p, batch, clip), params, batch.obs.shape[0], lr, True
+        )
+        params = {k: v.detach() for k, v in params.items()}
+    return params, grads
+
+
+def _gradient_step(loss_fn, params: Params, num_tasks: int, lr: InnerLR, first_order: bool):
     tracked = torch.is_grad_enabled()  # under no_grad, take the step on plain values
     with torch.enable_grad():
         per_task = _per_task(params, num_tasks)
@@ -90,7 +142,7 @@ def adapt_step(
         if not (tracked and all(p.requires_grad for p in inputs)):
             inputs = [p.detach().requires_grad_(True) for p in inputs]
             per_task = dict(zip(names, inputs, strict=True))
-        loss = inner_loss(policy, per_task, batch).sum()
+        loss = loss_fn(per_task).sum()
         grads = torch.autograd.grad(loss, inputs, create_graph=not first_order)
     grad_map = {k: (g.detach() if first_order else g) for k, g in zip(names, grads, strict=True)}
     return apply_inner_update(per_task, grad_map, lr), grad_map
@@ -109,6 +161,7 @@ def adapt(
     batches: Sequence[AdaptBatch],
     lrs: Sequence[InnerLR],
     first_order: bool = False,
+    objective: str = "vpg",
 ) -> Params:
     """``len(batches)`` inner steps; step ``k`` uses ``batches[k]`` and ``lrs[k]``.
 
@@ -118,7 +171,7 @@ def adapt(
     if len(lrs) < len(batches):
         raise ConfigError(f"{len(batches)} inner steps need as many learning rates, got {len(lrs)}")
     for batch, lr in zip(batches, lrs, strict=False):
-        params, _ = adapt_step(policy, params, batch, lr, first_order)
+        params, _ = adapt_step(policy, params, batch, lr, first_order, objective)
     return params
 
 
@@ -153,11 +206,13 @@ def sample_and_adapt(
     gae_lambda: float,
     normalize: bool = True,
     device: torch.device | str = "cpu",
+    step_fn: Callable[..., tuple[Params, Params]] | None = None,
 ) -> AdaptationTrace:
     """Collect episodes, adapt one step, collect again, ... ``num_steps`` times, then collect once
     more: the loop that meta-training samples with and meta-test evaluates with.
 
-    ``seeds`` holds one sampling seed per collection (``num_steps + 1``).
+    ``seeds`` holds one sampling seed per collection (``num_steps + 1``). ``step_fn(policy, params,
+    batch, lr)`` is the inner step (default: the first-order value of :func:`adapt_step`).
     """
     if len(seeds) < num_steps + 1:
         raise ConfigError(f"{num_steps} steps need {num_steps + 1} seeds, got {len(seeds)}")
@@ -171,7 +226,10 @@ def sample_and_adapt(
         batch = make_adapt_batch(ep, gamma, gae_lambda, normalize)
         batches.append(batch)
         lr = {n: v.detach() for n, v in lrs[k].items()} if isinstance(lrs[k], Mapping) else lrs[k]
-        current, g = adapt_step(policy, current, batch, lr, first_order=True)
+        if step_fn is None:
+            current, g = adapt_step(policy, current, batch, lr, first_order=True)
+        else:
+            current, g = step_fn(policy, current, batch, lr)
         current = {name: v.detach() for name, v in current.items()}
         grads.append(g)
     return AdaptationTrace(episodes, batches, grads, current)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from fastadapt.errors import ConfigError
@@ -80,6 +80,9 @@ class CommonConfig:
             raise ConfigError(f"gamma must be in [0, 1], got {self.gamma}")
         if not 0 <= self.gae_lambda <= 1:
             raise ConfigError(f"gae_lambda must be in [0, 1], got {self.gae_lambda}")
+        for name in ("task_pool_size", "priority_temperature", "priority_floor"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ConfigError(f"device must be cpu or cuda[:N], got {self.device!r}")
         self.env_options()
@@ -111,8 +114,9 @@ class MAMLConfig(CommonConfig):
     """Fisher for TRPO: 'adapted' = KL curvature at the adapted parameters with the inner gradients
     held fixed, on every `fisher_subsample`-th sample; 'exact' = through the second-order adaptation
     on all samples. The line search checks the exact KL either way."""
-    fisher_subsample: int = 5
-    """Use every N-th post-adaptation sample for Fisher-vector products (fvp=adapted)."""
+    fisher_subsample: int = 10
+    """Use every N-th post-adaptation sample for Fisher-vector products (fvp=adapted); see
+    benchmarks/maml_fvp.py for the measured trade-off."""
     line_search_steps: int = 15
     """Maximum backtracking steps."""
     backtrack_ratio: float = 0.5
@@ -131,6 +135,122 @@ class MAMLConfig(CommonConfig):
             raise ConfigError(f"cg_damping must be >= 0, got {self.cg_damping}")
         if not 0 < self.backtrack_ratio < 1:
             raise ConfigError(f"backtrack_ratio must be in (0, 1), got {self.backtrack_ratio}")
+
+
+@dataclass
+class ReptileConfig(CommonConfig):
+    """Reptile for RL: k policy-gradient steps per task, then move toward the adapted parameters."""
+
+    num_inner_steps: int = 3
+    """Inner policy-gradient steps per task (each on fresh episodes)."""
+    inner_lr: tuple[float, ...] = (0.1,)
+    """Inner learning rate; several values give a schedule per step (the last one repeats)."""
+    inner_algo: Literal["vpg", "ppo"] = "vpg"
+    """Inner update: vpg (one REINFORCE step per batch) or ppo (clipped surrogate, several epochs)."""
+    ppo_epochs: int = 4
+    """Gradient steps per batch for inner_algo=ppo."""
+    ppo_clip: float = 0.2
+    """Clip range for inner_algo=ppo."""
+    outer: Literal["sgd", "adam"] = "sgd"
+    """Outer update: sgd (theta += outer_lr * mean(phi - theta)) or adam on that direction."""
+    outer_lr: float = 0.5
+    """Outer step size (epsilon for sgd; Adam's learning rate for adam)."""
+
+    def validate(self) -> None:
+        super().validate()
+        if self.num_inner_steps <= 0:
+            raise ConfigError(f"num_inner_steps must be positive, got {self.num_inner_steps}")
+        if not self.inner_lr or any(not lr > 0 for lr in self.inner_lr):
+            raise ConfigError(f"inner_lr must be positive, got {self.inner_lr}")
+        for name in ("ppo_epochs", "ppo_clip", "outer_lr"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+
+
+@dataclass
+class ProMPConfig(CommonConfig):
+    """ProMP (Rothfuss et al. 2019): LVC inner objective, clipped outer objective with a KL penalty,
+    several outer Adam steps per batch. Defaults: their MuJoCo settings."""
+
+    meta_batch_size: int = 40
+    """Tasks per meta-iteration."""
+    num_inner_steps: int = 1
+    """Inner (adaptation) gradient steps."""
+    inner_lr: tuple[float, ...] = (0.1,)
+    """Inner learning rate (schedule per step allowed)."""
+    outer_lr: float = 1e-3
+    """Adam learning rate of the outer steps."""
+    promp_steps: int = 5
+    """Outer gradient steps per batch of samples."""
+    clip: float = 0.3
+    """Clip range of the outer likelihood ratio."""
+    kl_coef: float = 5e-4
+    """Initial weight of the KL penalty between the old and new pre-update policies."""
+    target_inner_kl: float = 0.01
+    """With adaptive_kl, the KL the penalty weight is steered toward (x2 / ÷2 outside [t/1.5, 1.5t])."""
+    adaptive_kl: bool = True
+    """Adapt kl_coef after each iteration."""
+
+    def validate(self) -> None:
+        super().validate()
+        if self.num_inner_steps <= 0:
+            raise ConfigError(f"num_inner_steps must be positive, got {self.num_inner_steps}")
+        if not self.inner_lr or any(not lr > 0 for lr in self.inner_lr):
+            raise ConfigError(f"inner_lr must be positive, got {self.inner_lr}")
+        for name in ("outer_lr", "promp_steps", "clip", "target_inner_kl"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.kl_coef < 0:
+            raise ConfigError(f"kl_coef must be >= 0, got {self.kl_coef}")
+
+
+@dataclass
+class RL2Config(CommonConfig):
+    """RL²: a recurrent (or Transformer) policy meta-trained with PPO over trials; it adapts by
+    carrying its state across the episodes of a trial, without gradient steps."""
+
+    meta_batch_size: int = 256
+    """Trials per iteration (one task each)."""
+    episodes_per_task: int = 10
+    """Episodes per trial (n); the hidden state runs across them and resets between trials."""
+    policy: Literal["gru", "lstm", "transformer"] = "gru"
+    """The sequence model."""
+    hidden_size: int = 256
+    """Width of the recurrent state (or of the Transformer)."""
+    layers: int = 1
+    """Recurrent (or Transformer) layers."""
+    heads: int = 4
+    """Attention heads (transformer)."""
+    gamma: float = 0.99
+    """Discount across the whole trial (episode ends do not stop it)."""
+    gae_lambda: float = 0.3
+    """GAE lambda over the trial (the RL² paper used 0.3 for bandits)."""
+    lr: float = 3e-4
+    """Adam learning rate."""
+    ppo_epochs: int = 4
+    """PPO epochs per batch of trials."""
+    minibatches: int = 4
+    """Minibatches (of whole trials) per epoch; gradients flow through each whole trial."""
+    clip: float = 0.2
+    """PPO clip range."""
+    value_coef: float = 0.5
+    """Weight of the value loss."""
+    entropy_coef: float = 0.01
+    """Weight of the entropy bonus."""
+    max_grad_norm: float = 0.5
+    """Gradient-norm clip."""
+
+    def validate(self) -> None:
+        super().validate()
+        for name in ("hidden_size", "layers", "heads", "lr", "ppo_epochs", "minibatches", "clip",
+                     "max_grad_norm"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.minibatches > self.meta_batch_size:
+            raise ConfigError(
+                f"minibatches ({self.minibatches}) cannot exceed trials ({self.meta_batch_size})")
+        if self.value_coef < 0 or self.entropy_coef < 0:
+            raise ConfigError("value_coef and entropy_coef must be >= 0")
 
 
 @dataclass
@@ -194,4 +314,4 @@ def config_from_dict(cls: type, data: dict[str, Any]) -> Any:
     return cfg
 
 
-__all__ = ["CommonConfig", "EvalConfig", "MAMLConfig", "config_from_dict", "config_to_dict", "field"]
+__all__ = ["CommonConfig", "EvalConfig", "MAMLConfig", "ProMPConfig", "RL2Config", "ReptileConfig", "config_from_dict", "config_to_dict"]

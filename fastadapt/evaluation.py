@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from fastadapt.adaptation import InnerLR, inner_lr_schedule, sample_and_adapt
-from fastadapt.config import EvalConfig
+from fastadapt.config import CommonConfig, EvalConfig, MAMLConfig
 from fastadapt.policies import MLPPolicy, Params
 from fastadapt.runs import atomic_write_bytes, is_finished
 from fastadapt.tasks.core import TaskFamily, derive_seed, sample_tasks, task_to_dict
@@ -61,12 +61,14 @@ def adaptation_returns(
     gae_lambda: float,
     normalize: bool = True,
     device: str = "cpu",
+    step_fn: Any = None,
 ) -> np.ndarray:
-    """Mean episode return of each task after 0..num_steps inner steps: ``[num_steps + 1, tasks]``."""
+    """Mean episode return of each task after 0..num_steps inner steps: ``[num_steps + 1, tasks]``.
+    ``step_fn`` is the inner step (default: VPG)."""
     seeds = [derive_seed(seed, 7, k) for k in range(num_steps + 1)]
     trace = sample_and_adapt(
         family, policy, params, tasks, num_steps, lrs, episodes_per_step, seeds, gamma,
-        gae_lambda, normalize, device,
+        gae_lambda, normalize, device, step_fn,
     )
     return np.stack([ep.episode_returns.mean(1).cpu().numpy() for ep in trace.episodes])
 
@@ -94,6 +96,7 @@ def evaluate_learner(
         family=family, policy=policy, tasks=tasks, num_steps=cfg.num_steps,
         episodes_per_step=cfg.episodes_per_step, seed=cfg.seed, gamma=lc.gamma,
         gae_lambda=lc.gae_lambda, normalize=lc.normalize_advantages, device=lc.device,
+        step_fn=getattr(learner, "inner_step_fn", None),
     )
     meta_params = {k: v.detach() for k, v in learner.meta_params.items()}
     lrs = learner.lrs(cfg.num_steps, schedule)
@@ -144,7 +147,7 @@ def tune_inner_lr(params: Params, schedule: list[float], cfg: EvalConfig, learne
         ret = adaptation_returns(
             learner.family, learner.policy, params, tasks, cfg.num_steps, lrs,
             cfg.episodes_per_step, derive_seed(cfg.seed, 3), lc.gamma, lc.gae_lambda,
-            lc.normalize_advantages, lc.device,
+            lc.normalize_advantages, lc.device, getattr(learner, "inner_step_fn", None),
         )[-1].mean()
         if ret > best_ret:
             best, best_ret = lrs, float(ret)
@@ -154,7 +157,8 @@ def tune_inner_lr(params: Params, schedule: list[float], cfg: EvalConfig, learne
 def pretrain_baseline(
     learner: Any, cfg: EvalConfig, run_dir: Path | None, progress: bool = True
 ) -> Any:
-    """The multi-task pretraining baseline: the same learner with zero inner steps, trained for
+    """The multi-task pretraining baseline: MAML-TRPO with zero inner steps (plain multi-task
+    policy optimization) on the learner's family and common settings, trained for
     ``(num_inner_steps + 1) x meta_iterations`` iterations (the same env-step budget, since each of
     its iterations collects one batch instead of ``num_inner_steps + 1``). Kept under
     ``run_dir/baselines/pretrain`` and reused if already finished."""
@@ -162,10 +166,12 @@ def pretrain_baseline(
 
     lc = learner.config
     iterations = cfg.pretrain_iterations or lc.meta_iterations * (lc.num_inner_steps + 1)
-    pcfg = dataclasses.replace(
-        lc, num_inner_steps=0, meta_iterations=iterations, meta_sgd=False, seed=lc.seed + 1,
+    common = {f.name: getattr(lc, f.name) for f in dataclasses.fields(CommonConfig)}
+    common.update(
+        meta_iterations=iterations, seed=lc.seed + 1,
         checkpoint_every=max(1, min(lc.checkpoint_every * (lc.num_inner_steps + 1), iterations)),
     )
+    pcfg = MAMLConfig(**common, num_inner_steps=0)
     pre = make_learner("maml", pcfg, learner.family)
     if run_dir is None:
         while pre.iteration < iterations:

@@ -19,9 +19,20 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from fastadapt.config import MAMLConfig, config_from_dict, config_to_dict
+from fastadapt.config import (
+    MAMLConfig,
+    ProMPConfig,
+    ReptileConfig,
+    RL2Config,
+    config_from_dict,
+    config_to_dict,
+)
 from fastadapt.errors import CheckpointError, ConfigError, NonFiniteError, RunDirError
 from fastadapt.learners.maml import MAML
+from fastadapt.learners.promp import ProMP
+from fastadapt.learners.reptile import Reptile
+from fastadapt.learners.rl2 import RL2
+from fastadapt.sequence_policies import SequencePolicy, describe
 from fastadapt.runs import (
     FINAL,
     MetricsLogger,
@@ -40,6 +51,9 @@ from fastadapt.runs import (
 LEARNERS: dict[str, tuple[type, Callable[..., Any], dict[str, Any]]] = {
     "maml": (MAMLConfig, MAML, {"meta_sgd": False}),
     "metasgd": (MAMLConfig, MAML, {"meta_sgd": True}),
+    "reptile": (ReptileConfig, Reptile, {}),
+    "promp": (ProMPConfig, ProMP, {}),
+    "rl2": (RL2Config, RL2, {}),
 }
 
 
@@ -65,7 +79,8 @@ def run_identity(learner: Any) -> dict[str, Any]:
         "algorithm": learner.name,
         "env": learner.config.env,
         "env_kwargs": learner.config.env_options(),
-        "policy": dataclasses.asdict(learner.policy),
+        "policy": (describe(learner.policy) if isinstance(learner.policy, SequencePolicy)
+                   else dataclasses.asdict(learner.policy)),
     }
 
 

@@ -1,0 +1,135 @@
+"""ProMP: Proximal Meta-Policy Search (Rothfuss et al. 2019), read top to bottom.
+
+One meta-iteration:
+
+1. sample tasks; collect, adapt, collect (``sample_and_adapt``; the LVC objective's gradient equals
+   REINFORCE's, so sampling-time adaptation is the plain VPG step);
+2. ``promp_steps`` times: replay the adaptation *with the LVC inner objective* (second order),
+   evaluate PPO's clipped likelihood-ratio objective on the post-adaptation episodes, subtract
+   ``kl_coef`` x KL(old || new) of the *pre-update* policies on the pre-update episodes, take an
+   Adam step;
+3. with ``adaptive_kl``, double or halve ``kl_coef`` toward ``target_inner_kl``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from fastadapt.adaptation import (
+    adapt,
+    flat_tasks,
+    inner_lr_schedule,
+    make_adapt_batch,
+    per_task_log_probs,
+    sample_and_adapt,
+)
+from fastadapt.config import ProMPConfig
+from fastadapt.learners.common import (
+    build_family_and_policy,
+    check_finite,
+    init_meta_params,
+    pack_state,
+    unpack_state,
+)
+from fastadapt.policies import Params
+from fastadapt.task_sampling import make_task_sampler
+from fastadapt.tasks.core import TaskFamily, derive_seed
+
+
+class ProMP:
+    """The state of a ProMP run and its meta-iteration (:meth:`step`)."""
+
+    name = "promp"
+
+    def __init__(self, config: ProMPConfig, family: TaskFamily | None = None) -> None:
+        config.validate()
+        self.config = config
+        self.family, self.policy = build_family_and_policy(config, family)
+        self.device = torch.device(config.device)
+        self.meta_params: Params = init_meta_params(self.policy, config.seed, self.device)
+        self.task_sampler = make_task_sampler(config, self.family)
+        self.lr_schedule = inner_lr_schedule(config.inner_lr, config.num_inner_steps)
+        self.optimizer = torch.optim.Adam(self.meta_params.values(), lr=config.outer_lr)
+        self.kl_coef = config.kl_coef
+        self.iteration = 0
+        self.env_steps = 0
+
+    def trainable(self) -> dict[str, torch.Tensor]:
+        return dict(self.meta_params)
+
+    def lrs(self, steps: int, schedule: list[float] | None = None) -> list[float]:
+        return inner_lr_schedule(schedule or self.lr_schedule, steps)
+
+    def step(self) -> dict[str, float]:
+        """Run one meta-iteration and return its metrics."""
+        cfg, it, policy = self.config, self.iteration, self.policy
+        t0 = time.perf_counter()
+        task_idx, tasks = self.task_sampler.sample(cfg.meta_batch_size, it)
+        K = cfg.num_inner_steps
+        lrs = self.lrs(K)
+        trace = sample_and_adapt(
+            self.family, policy, self.meta_params, tasks, K, lrs, cfg.episodes_per_task,
+            [derive_seed(cfg.seed, 1, it, k) for k in range(K + 1)], cfg.gamma, cfg.gae_lambda,
+            cfg.normalize_advantages, self.device,
+        )
+        t_sample = time.perf_counter() - t0
+        pre, post = (trace.episodes[i].episode_returns.mean(1) for i in (0, -1))
+        self.task_sampler.update(task_idx, pre, post)
+        valid = make_adapt_batch(trace.episodes[-1], cfg.gamma, cfg.gae_lambda,
+                                 cfg.normalize_advantages)
+        pre_obs = flat_tasks(trace.batches[0].obs)
+        pre_mask = flat_tasks(trace.batches[0].mask.unsqueeze(-1)).squeeze(-1)
+        with torch.no_grad():
+            old_logp = per_task_log_probs(policy, trace.params, valid.obs, valid.actions)
+            old_pre = policy.dist({k: v.detach() for k, v in self.meta_params.items()}, pre_obs)
+        n = valid.mask.sum((1, 2)).clamp_min(1)
+        for _ in range(cfg.promp_steps):
+            phi = adapt(policy, self.meta_params, trace.batches, lrs, objective="lvc")
+            ratio = torch.exp(per_task_log_probs(policy, phi, valid.obs, valid.actions) - old_logp)
+            adv = valid.advantages
+            clipped = torch.minimum(ratio * adv, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * adv)
+            objective = ((clipped * valid.mask).sum((1, 2)) / n).mean()
+            kl = policy.kl(old_pre, policy.dist(self.meta_params, pre_obs)) * pre_mask
+            kl_pre = (kl.sum(1) / pre_mask.sum(1).clamp_min(1)).mean()
+            loss = -objective + self.kl_coef * kl_pre
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+        kl_value = float(kl_pre.detach())
+        if cfg.adaptive_kl:
+            if kl_value < cfg.target_inner_kl / 1.5:
+                self.kl_coef /= 2
+            elif kl_value > cfg.target_inner_kl * 1.5:
+                self.kl_coef *= 2
+        check_finite(self.trainable(), it)
+        steps = sum(ep.num_steps for ep in trace.episodes)
+        self.env_steps += steps
+        self.iteration += 1
+        return {
+            "iteration": float(self.iteration),
+            "env_steps": float(self.env_steps),
+            "return/pre_adapt": float(pre.mean()),
+            "return/post_adapt": float(post.mean()),
+            "outer/kl": kl_value,
+            "outer/kl_coef": self.kl_coef,
+            "outer/objective": float(objective.detach()),
+            "time/iteration_s": time.perf_counter() - t0,
+            "time/sampling_s": t_sample,
+            "time/env_steps_per_s": steps / t_sample,
+        }
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        return {**pack_state(self.trainable(), self.optimizer), **self.task_sampler.state_tensors()}
+
+    def state_meta(self) -> dict[str, Any]:
+        return {"iteration": self.iteration, "env_steps": self.env_steps, "kl_coef": self.kl_coef}
+
+    def load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        unpack_state(self.trainable(), self.optimizer, tensors, self.device)
+        self.task_sampler.load_state(tensors)
+        self.iteration = int(meta["iteration"])
+        self.env_steps = int(meta["env_steps"])
+        self.kl_coef = float(meta["kl_coef"])

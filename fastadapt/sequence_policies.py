@@ -1,0 +1,134 @@
+"""Policies over a trial's history for RL²: GRU, LSTM and a causal Transformer.
+
+The input at step ``t`` of a trial is ``(obs_t, prev_action, prev_reward, prev_done)``: the previous
+step's action (one-hot if discrete), reward, and whether that step ended an episode. The hidden state
+(or, for the Transformer, the context) runs across the episodes of one trial and starts fresh with each
+trial. Each policy has an actor head (categorical logits, or a Gaussian mean with a state-independent
+log-std) and a critic head.
+
+Shapes: ``inputs [B, L, input_dim]`` for a sequence, ``[B, input_dim]`` for one step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from fastadapt.errors import ConfigError
+from fastadapt.policies import DistParams, MLPPolicy
+
+KINDS = ("gru", "lstm", "transformer")
+
+
+def rl2_input_dim(obs_dim: int, action_dim: int) -> int:
+    """Width of an RL² input: observation, previous action, reward and done flag."""
+    return obs_dim + action_dim + 2
+
+
+class SequencePolicy(nn.Module):
+    """An actor-critic over trial histories. ``kind`` is gru, lstm or transformer."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        discrete: bool,
+        kind: str = "gru",
+        hidden: int = 256,
+        layers: int = 1,
+        heads: int = 4,
+        max_len: int = 1024,
+        init_log_std: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if kind not in KINDS:
+            raise ConfigError(f"unknown recurrent policy {kind!r}; known: {', '.join(KINDS)}")
+        if hidden <= 0 or layers <= 0:
+            raise ConfigError(f"hidden and layers must be positive, got {hidden}, {layers}")
+        if kind == "transformer" and hidden % heads:
+            raise ConfigError(f"transformer width {hidden} must be divisible by heads {heads}")
+        self.obs_dim, self.action_dim, self.discrete, self.kind = obs_dim, action_dim, discrete, kind
+        self.hidden, self.max_len = hidden, max_len
+        in_dim = rl2_input_dim(obs_dim, action_dim)
+        if kind == "gru":
+            self.core: nn.Module = nn.GRU(in_dim, hidden, layers, batch_first=True)
+        elif kind == "lstm":
+            self.core = nn.LSTM(in_dim, hidden, layers, batch_first=True)
+        else:
+            self.embed = nn.Linear(in_dim, hidden)
+            self.pos = nn.Parameter(torch.zeros(max_len, hidden))
+            nn.init.normal_(self.pos, std=0.02)
+            layer = nn.TransformerEncoderLayer(hidden, heads, 2 * hidden, dropout=0.0,
+                                               batch_first=True, norm_first=True)
+            self.core = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.actor = nn.Linear(hidden, action_dim)
+        nn.init.orthogonal_(self.actor.weight, 0.01)
+        nn.init.zeros_(self.actor.bias)
+        self.critic = nn.Linear(hidden, 1)
+        self.log_std = None if discrete else nn.Parameter(torch.full((action_dim,), init_log_std))
+        # the distribution arithmetic (log-prob summed over dims, KL, entropy) is the MLP policy's
+        self.dist_ops = MLPPolicy(obs_dim, action_dim, discrete, hidden=(1,))
+
+    # ---- the core -------------------------------------------------------------------------------
+
+    def initial_state(self, batch: int, device: torch.device | str = "cpu") -> Any:
+        """A fresh state for ``batch`` trials (empty context for the Transformer)."""
+        if self.kind == "transformer":
+            return torch.zeros(batch, 0, rl2_input_dim(self.obs_dim, self.action_dim), device=device)
+        n_layers = self.core.num_layers
+        h = torch.zeros(n_layers, batch, self.hidden, device=device)
+        return (h, h.clone()) if self.kind == "lstm" else h
+
+    def features(self, inputs: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
+        """Core outputs ``[B, L, hidden]`` for a sequence, continuing from ``state``."""
+        if self.kind == "transformer":
+            context = inputs if state is None or state.shape[1] == 0 else torch.cat([state, inputs], 1)
+            L = context.shape[1]
+            if L > self.max_len:
+                raise ConfigError(f"trial of {L} steps exceeds the transformer's max_len {self.max_len}")
+            x = self.embed(context) + self.pos[:L]
+            causal = torch.triu(torch.full((L, L), float("-inf"), device=x.device), diagonal=1)
+            out = self.core(x, mask=causal)
+            return out[:, -inputs.shape[1]:], context
+        if state is None:
+            state = self.initial_state(inputs.shape[0], inputs.device)
+        return self.core(inputs, state)
+
+    def heads(self, feats: torch.Tensor) -> tuple[DistParams, torch.Tensor]:
+        """Action distribution and value from core outputs."""
+        loc = self.actor(feats)
+        log_std = None if self.log_std is None else self.log_std.expand_as(loc)
+        return DistParams(loc, log_std), self.critic(feats).squeeze(-1)
+
+    def forward(self, inputs: torch.Tensor, state: Any = None):
+        """``(dist, values, new_state)`` for a sequence ``[B, L, input_dim]``."""
+        feats, state = self.features(inputs, state)
+        dist, values = self.heads(feats)
+        return dist, values, state
+
+    def step(self, inputs: torch.Tensor, state: Any):
+        """One step ``[B, input_dim]``: ``(dist, value, new_state)``."""
+        dist, values, state = self.forward(inputs.unsqueeze(1), state)
+        return DistParams(dist.loc[:, 0], None if dist.log_std is None else dist.log_std[:, 0]), \
+            values[:, 0], state
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def select_state(new: Any, old: Any, keep_new: torch.Tensor) -> Any:
+    """Per trial, the new recurrent state where ``keep_new`` else the old one."""
+    if isinstance(new, tuple):
+        return tuple(select_state(n, o, keep_new) for n, o in zip(new, old, strict=True))
+    if new.dim() == 3 and new.shape[1] == keep_new.shape[0]:  # [layers, B, H]
+        return torch.where(keep_new.view(1, -1, 1), new, old)
+    return new
+
+
+def describe(policy: SequencePolicy) -> dict[str, Any]:
+    """JSON-ready architecture (checked when loading a checkpoint)."""
+    return {"kind": policy.kind, "hidden": policy.hidden, "obs_dim": policy.obs_dim,
+            "action_dim": policy.action_dim, "discrete": policy.discrete,
+            "max_len": policy.max_len}
