@@ -37,7 +37,9 @@ def test_evaluate_adapt_report(trained, capsys):
     out = capsys.readouterr().out
     assert "| maml |" in out and "| scratch |" in out and "| pretrain |" in out
     result = json.loads((trained / "eval.json").read_text())
-    assert set(result["returns"]) == {"maml", "scratch", "pretrain"}
+    assert set(result["returns"]) == {"maml", "scratch", "pretrain", "scratch (tuned lr)",
+                                      "pretrain (tuned lr)"}
+    assert result["inner_lr"]["pretrain (tuned lr)"][0] in [0.1 * s for s in (1.0, 0.3, 0.1, 0.03, 0.01)]
     assert len(result["returns"]["maml"]["mean"]) == 3
     assert len(result["test_tasks"]) == 3
     assert (trained / "adaptation.png").stat().st_size > 1000
