@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from fastadapt.adaptation import inner_lr_schedule, sample_and_adapt
-from fastadapt.errors import SpaceError
+from fastadapt.errors import ConfigError, SpaceError
 from fastadapt.policies import Params
 from fastadapt.sampling import to_env_action
 from fastadapt.tasks.core import FamilyEnv, derive_seed
@@ -30,6 +30,11 @@ class Agent:
     parameters."""
 
     def __init__(self, learner: Any) -> None:
+        if not hasattr(learner, "meta_params"):
+            raise ConfigError(
+                f"Agent adapts gradient-based learners; a {learner.name} run adapts within a trial "
+                "(use fastadapt.learners.rl2.collect_trials, or `fastadapt evaluate`)"
+            )
         self.learner = learner
         self.family = learner.family
         self.policy = learner.policy

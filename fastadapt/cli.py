@@ -76,6 +76,7 @@ def cmd_train(argv: list[str]) -> None:
         resume: bool = False,
         overwrite: bool = False,
         progress: bool = True,
+        track: bool = False,
     ) -> None:
         """Meta-train. Options may also come from --config-file FILE.yaml (unknown keys refused).
 
@@ -85,12 +86,13 @@ def cmd_train(argv: list[str]) -> None:
             resume: continue the run in run_dir from its newest checkpoint.
             overwrite: replace a run that run_dir already holds.
             progress: show a progress bar.
+            track: also log to Weights & Biases (needs `pip install wandb`; off by default).
         """
         if resume:
-            print(f"resumed and finished: {resume_run(run_dir, progress=progress)}")
+            print(f"resumed and finished: {resume_run(run_dir, progress=progress, track=track)}")
             return
         learner = make_learner(algorithm, config)
-        path = train(learner, run_dir, overwrite=overwrite, progress=progress)
+        path = train(learner, run_dir, overwrite=overwrite, progress=progress, track=track)
         print(f"trained {learner.name} on {config.env}: {path}")
 
     run.__annotations__["config"] = cfg_cls  # the algorithm's own config class
@@ -106,10 +108,14 @@ def cmd_evaluate(argv: list[str]) -> None:
         """Evaluate a run on held-out tasks against the baselines; writes eval.json and
         adaptation.png into the run directory and prints the table."""
         from fastadapt.evaluation import evaluate_learner, format_table, write_eval
+        from fastadapt.learners.rl2 import evaluate_rl2
         from fastadapt.train import load_learner
 
         learner = load_learner(run_dir)
-        result = evaluate_learner(learner, eval, run_dir, progress)
+        if learner.name == "rl2":  # adapts within a trial: returns per episode, no gradient steps
+            result = evaluate_rl2(learner, eval.num_tasks, eval.seed)
+        else:
+            result = evaluate_learner(learner, eval, run_dir, progress)
         path, png = write_eval(result, run_dir)
         print(format_table(result))
         print(f"wrote {path} and {png}")

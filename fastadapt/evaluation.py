@@ -201,7 +201,10 @@ def format_table(result: dict[str, Any]) -> str:
     """A markdown table: return after each adaptation step for each method (mean ± 95% CI)."""
     methods = result["returns"]
     steps = len(next(iter(methods.values()))["mean"])
-    head = "| method | " + " | ".join(f"{k} step{'s' if k != 1 else ''}" for k in range(steps)) + " |"
+    if "x_label" in result:  # RL²: returns per episode within a trial
+        head = "| method | " + " | ".join(f"episode {k + 1}" for k in range(steps)) + " |"
+    else:
+        head = "| method | " + " | ".join(f"{k} step{'s' if k != 1 else ''}" for k in range(steps)) + " |"
     sep = "|---" * (steps + 1) + "|"
     rows = [head, sep]
     for name, m in methods.items():

@@ -32,7 +32,7 @@ def plot_adaptation(results: Mapping[str, Mapping[str, Any]], path: Path) -> Pat
         if paper:
             ax.plot(range(len(paper)), paper, "k--", marker="x", label="paper (MAML)")
     first = next(iter(results.values()))
-    ax.set_xlabel("adaptation steps")
+    ax.set_xlabel(first.get("x_label", "adaptation steps"))
     ax.set_ylabel("average return (held-out tasks)")
     ax.set_title(f"Adaptation on {first.get('env', '')}")
     ax.set_xticks(range(len(next(iter(first["returns"].values()))["mean"])))
@@ -103,11 +103,18 @@ def write_report(run_dirs: Sequence[Path | str], out: Path | str | None = None) 
         lines += ["## Adaptation on held-out tasks", "", f"![adaptation curves]({png.name})", ""]
         for label, result in evals.items():
             p = result["protocol"]
+            if "episodes_per_trial" in p:
+                how = (f"{p['num_tasks']} held-out tasks, trials of {p['episodes_per_trial']} "
+                       f"episodes, return of each episode in the trial (adaptation in the hidden "
+                       f"state); mean ± 95% CI over tasks.")
+            else:
+                how = (f"{p['num_tasks']} held-out tasks, {p['episodes_per_step']} episodes per "
+                       f"step, inner learning rates {result.get('inner_lr', p['inner_lr'])}; "
+                       f"mean ± 95% CI over tasks.")
             lines += [
                 f"### {label}",
                 "",
-                f"{p['num_tasks']} held-out tasks, {p['episodes_per_step']} episodes per step, "
-                f"inner learning rates {p['inner_lr']}; mean ± 95% CI over tasks.",
+                how,
                 "",
                 format_table(result),
                 "",

@@ -186,6 +186,7 @@ class MetricsLogger:
         resume_from: int | None = None,
         purge_step: int | None = None,
         tensorboard: bool = True,
+        track: dict[str, Any] | None = None,
     ):
         self.path = Path(run_dir) / "metrics.csv"
         self.fields: list[str] | None = None
@@ -206,6 +207,16 @@ class MetricsLogger:
             from torch.utils.tensorboard import SummaryWriter
 
             self.tb = SummaryWriter(str(Path(run_dir) / "tb"), purge_step=purge_step)
+        self.wandb = None
+        if track is not None:  # Weights & Biases, only when asked for
+            try:
+                import wandb
+            except ImportError:
+                raise RunDirError("--track needs Weights & Biases: pip install wandb") from None
+            self.wandb = wandb.init(
+                project=track.get("project", "fastadapt"), name=Path(run_dir).name,
+                config=track.get("config"), dir=str(run_dir), resume="allow",
+            )
 
     def log(self, metrics: Mapping[str, float]) -> None:
         if self.fields is None:
@@ -216,15 +227,19 @@ class MetricsLogger:
             csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore").writerow(
                 {k: metrics.get(k, "") for k in self.fields}
             )
+        step = int(metrics.get("env_steps", metrics.get("iteration", 0)))
         if self.tb is not None:
-            step = int(metrics.get("env_steps", metrics.get("iteration", 0)))
             for k, v in metrics.items():
                 if k not in ("iteration", "env_steps"):
                     self.tb.add_scalar(k, v, step)
+        if self.wandb is not None:
+            self.wandb.log(dict(metrics), step=step)
 
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+        if self.wandb is not None:
+            self.wandb.finish()
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, float]]:

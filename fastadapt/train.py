@@ -105,10 +105,11 @@ def train(
     overwrite: bool = False,
     progress: bool = True,
     stop_after: int | None = None,
+    track: bool = False,
 ) -> Path:
     """Train ``learner`` to ``config.meta_iterations`` in ``run_dir``; returns the final model's
     sidecar path. ``stop_after`` ends early after that many iterations of this call (for tests and
-    interruption drills) without writing the final model."""
+    interruption drills) without writing the final model. ``track`` also logs to Weights & Biases."""
     cfg = learner.config
     if getattr(cfg, "flush_denormal", False):
         torch.set_flush_denormal(True)
@@ -126,6 +127,7 @@ def train(
     logger = MetricsLogger(
         run_dir, resume_from=learner.iteration if resume else None,
         purge_step=learner.env_steps if resume else None,
+        track={"config": config_to_dict(cfg)} if track else None,
     )
     bar = tqdm(
         total=cfg.meta_iterations, initial=learner.iteration, disable=not progress,
@@ -194,10 +196,13 @@ def learner_from_run(run_dir: Path | str) -> Any:
     return make_learner(algorithm, cfg)
 
 
-def resume_run(run_dir: Path | str, progress: bool = True, stop_after: int | None = None) -> Path:
+def resume_run(
+    run_dir: Path | str, progress: bool = True, stop_after: int | None = None, track: bool = False
+) -> Path:
     """Continue a run from its newest loadable checkpoint."""
     learner = learner_from_run(run_dir)
-    return train(learner, run_dir, resume=True, progress=progress, stop_after=stop_after)
+    return train(learner, run_dir, resume=True, progress=progress, stop_after=stop_after,
+                 track=track)
 
 
 def load_learner(path: Path | str) -> Any:

@@ -149,3 +149,45 @@ def test_kill_minus_9_loses_at_most_work_since_last_checkpoint(tmp_path):
     train(make_learner("maml", cfg), tmp_path / "ref", progress=False)
     a, b = final_params(run), final_params(tmp_path / "ref")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize(
+    "algorithm,cfg",
+    [
+        ("reptile", "ReptileConfig(meta_batch_size=3, episodes_per_task=3, meta_iterations=4, "
+                    "checkpoint_every=1, num_inner_steps=2)"),
+        ("promp", "ProMPConfig(meta_batch_size=3, episodes_per_task=3, meta_iterations=4, "
+                  "checkpoint_every=1, promp_steps=2)"),
+        ("rl2", "RL2Config(env='Bandit-v0', meta_batch_size=8, episodes_per_task=4, "
+                "meta_iterations=4, checkpoint_every=1, hidden_size=16, minibatches=2)"),
+        ("maml", "MAMLConfig(meta_batch_size=3, episodes_per_task=3, meta_iterations=4, "
+                 "checkpoint_every=1, task_sampler='prioritized', task_pool_size=5)"),
+    ],
+)
+def test_every_learner_resumes_bit_identically(tmp_path, algorithm, cfg):
+    from fastadapt.config import MAMLConfig, ProMPConfig, ReptileConfig, RL2Config  # noqa: F401
+
+    config = eval(cfg)
+    train(make_learner(algorithm, config), tmp_path / "full", progress=False)
+    train(make_learner(algorithm, config), tmp_path / "cut", progress=False, stop_after=2)
+    resume_run(tmp_path / "cut", progress=False)
+    a, b = final_params(tmp_path / "full"), final_params(tmp_path / "cut")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_report_compares_runs_side_by_side(tmp_path):
+    from fastadapt.cli import main
+    from fastadapt.config import ReptileConfig
+
+    train(make_learner("maml", CFG), tmp_path / "maml", progress=False)
+    rcfg = ReptileConfig(meta_batch_size=3, episodes_per_task=3, meta_iterations=4)
+    train(make_learner("reptile", rcfg), tmp_path / "reptile", progress=False)
+    for run in ("maml", "reptile"):
+        assert main(["evaluate", str(tmp_path / run), "--num-tasks", "3", "--episodes-per-step", "2",
+                     "--num-steps", "1", "--baselines", "scratch", "--no-progress"]) == 0
+    assert main(["report", str(tmp_path / "maml"), str(tmp_path / "reptile"),
+                 "--out", str(tmp_path / "cmp")]) == 0
+    text = (tmp_path / "cmp" / "report.md").read_text()
+    assert "maml (maml)" in text and "reptile (reptile)" in text
+    assert (tmp_path / "cmp" / "training.png").exists()
+    assert (tmp_path / "cmp" / "adaptation_report.png").exists()
