@@ -177,7 +177,7 @@ class MAML:
             self.optimizer.step()
             with torch.no_grad():
                 new_loss, kl = loss_kl_fn()
-            return {"outer/kl": float(kl), "outer/surrogate_gain": float(loss) - float(new_loss),
+            return {"outer/kl": float(kl), "outer/surrogate_gain": float(loss.detach()) - float(new_loss),
                     "outer/loss": float(new_loss)}
 
         if cfg.fvp == "exact":

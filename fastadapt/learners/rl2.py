@@ -198,7 +198,7 @@ class RL2:
                 self.optimizer.step()
                 with torch.no_grad():
                     kl = ((trials.log_probs[mb] - logp) * mm).sum() / n
-                stats.append((float(pg), float(vf), float(ent), float(kl)))
+                stats.append(tuple(float(x.detach()) for x in (pg, vf, ent, kl)))
         check_finite(self.trainable(), it)
         steps = trials.num_steps
         self.env_steps += steps
