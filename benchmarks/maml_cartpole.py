@@ -36,9 +36,17 @@ def main() -> None:
     args = p.parse_args()
     t0 = time.perf_counter()
     cfg = MAMLConfig(
-        env="CartPoleDynamics-v0", meta_iterations=args.meta_iterations, meta_batch_size=20,
-        episodes_per_task=10, num_inner_steps=1, inner_lr=(args.inner_lr,), max_kl=0.01,
-        gamma=0.99, gae_lambda=1.0, seed=args.seed, checkpoint_every=50,
+        env="CartPoleDynamics-v0",
+        meta_iterations=args.meta_iterations,
+        meta_batch_size=20,
+        episodes_per_task=10,
+        num_inner_steps=1,
+        inner_lr=(args.inner_lr,),
+        max_kl=0.01,
+        gamma=0.99,
+        gae_lambda=1.0,
+        seed=args.seed,
+        checkpoint_every=50,
     )
     learner = make_learner("maml", cfg)
     train(learner, args.run_dir, overwrite=True, progress=not args.no_progress)
@@ -65,18 +73,23 @@ def main() -> None:
         ["method (reversed actuators)", "0 steps", "1 step", "2 steps", "3 steps"],
         [[k, *[float(x) for x in v["reversed"]]] for k, v in split.items()],
     )
-    print(f"median seconds per meta-iteration: {sec_per_it:.3f}; total wall {wall:.0f} s; "
-          f"{int(reversed_mask.sum())} of {len(reversed_mask)} test tasks reversed")
-    write_json(args.out, {
-        "seconds_per_meta_iteration": sec_per_it,
-        "wall_s": wall,
-        "meta_iterations": args.meta_iterations,
-        "returns": returns,
-        "ci95": {k: v["ci95"] for k, v in result["returns"].items()},
-        "reversed_returns": {k: v["reversed"] for k, v in split.items()},
-        "forward_returns": {k: v["forward"] for k, v in split.items()},
-        "env_steps_trained": result["env_steps_trained"],
-    })
+    print(
+        f"median seconds per meta-iteration: {sec_per_it:.3f}; total wall {wall:.0f} s; "
+        f"{int(reversed_mask.sum())} of {len(reversed_mask)} test tasks reversed"
+    )
+    write_json(
+        args.out,
+        {
+            "seconds_per_meta_iteration": sec_per_it,
+            "wall_s": wall,
+            "meta_iterations": args.meta_iterations,
+            "returns": returns,
+            "ci95": {k: v["ci95"] for k, v in result["returns"].items()},
+            "reversed_returns": {k: v["reversed"] for k, v in split.items()},
+            "forward_returns": {k: v["forward"] for k, v in split.items()},
+            "env_steps_trained": result["env_steps_trained"],
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -39,7 +39,9 @@ def run(fvp: str, sub: int, iterations: int, seed: int) -> dict:
         "fisher_subsample": sub if fvp == "adapted" else 1,
         "iterations": iterations,
         "seconds_per_meta_iteration": statistics.median(times),
-        "outer_seconds": statistics.median(r["time/iteration_s"] - r["time/sampling_s"] for r in rows[2:]),
+        "outer_seconds": statistics.median(
+            r["time/iteration_s"] - r["time/sampling_s"] for r in rows[2:]
+        ),
         "post_adapt_return_last10": statistics.mean(r["return/post_adapt"] for r in rows[-10:]),
         "max_kl": max(r["outer/kl"] for r in rows),
         "accepted": sum(r["outer/accepted"] for r in rows) / len(rows),
@@ -49,8 +51,12 @@ def run(fvp: str, sub: int, iterations: int, seed: int) -> dict:
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--iterations", type=int, default=40)
-    p.add_argument("--exact-iterations", type=int, default=None,
-                   help="iterations for the (slow) exact candidate; default: --iterations")
+    p.add_argument(
+        "--exact-iterations",
+        type=int,
+        default=None,
+        help="iterations for the (slow) exact candidate; default: --iterations",
+    )
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     torch.set_flush_denormal(True)
@@ -60,9 +66,25 @@ def main() -> None:
         results.append(run("adapted", sub, args.iterations, args.seed))
     results.append(run("exact", 1, args.exact_iterations or args.iterations, args.seed))
     print_table(
-        ["fvp", "subsample", "s/iteration", "outer s", "post-adapt return (last 10)", "max exact KL"],
-        [[r["fvp"], r["fisher_subsample"], r["seconds_per_meta_iteration"], r["outer_seconds"],
-          r["post_adapt_return_last10"], r["max_kl"]] for r in results],
+        [
+            "fvp",
+            "subsample",
+            "s/iteration",
+            "outer s",
+            "post-adapt return (last 10)",
+            "max exact KL",
+        ],
+        [
+            [
+                r["fvp"],
+                r["fisher_subsample"],
+                r["seconds_per_meta_iteration"],
+                r["outer_seconds"],
+                r["post_adapt_return_last10"],
+                r["max_kl"],
+            ]
+            for r in results
+        ],
     )
     ratio = results[-1]["seconds_per_meta_iteration"] / results[0]["seconds_per_meta_iteration"]
     print(f"exact / default (adapted/{default_sub}) time per meta-iteration: {ratio:.1f}x")

@@ -39,9 +39,18 @@ def main() -> None:
     args = p.parse_args()
     t0 = time.perf_counter()
     cfg = MAMLConfig(
-        env="Navigation2D-v0", meta_iterations=args.meta_iterations, meta_batch_size=20,
-        episodes_per_task=20, num_inner_steps=1, inner_lr=(0.1,), max_kl=0.01, gamma=0.99,
-        gae_lambda=1.0, seed=args.seed, fvp=args.fvp, checkpoint_every=100,
+        env="Navigation2D-v0",
+        meta_iterations=args.meta_iterations,
+        meta_batch_size=20,
+        episodes_per_task=20,
+        num_inner_steps=1,
+        inner_lr=(0.1,),
+        max_kl=0.01,
+        gamma=0.99,
+        gae_lambda=1.0,
+        seed=args.seed,
+        fvp=args.fvp,
+        checkpoint_every=100,
     )
     learner = make_learner("maml", cfg)
     train(learner, args.run_dir, overwrite=True, progress=not args.no_progress)
@@ -59,19 +68,24 @@ def main() -> None:
         ["method", "0 steps", "1 step", "2 steps", "3 steps"],
         [[k, *[float(x) for x in v]] for k, v in returns.items()],
     )
-    print(f"median seconds per meta-iteration: {sec_per_it:.3f} "
-          f"(sampling {statistics.median(r['time/sampling_s'] for r in rows):.3f}); "
-          f"training {train_s:.0f} s; total wall {wall:.0f} s; torch threads {torch.get_num_threads()}")
-    write_json(args.out, {
-        "seconds_per_meta_iteration": sec_per_it,
-        "wall_s": wall,
-        "train_s": train_s,
-        "meta_iterations": args.meta_iterations,
-        "fvp": args.fvp,
-        "returns": returns,
-        "ci95": {k: v["ci95"] for k, v in result["returns"].items()},
-        "env_steps_trained": result["env_steps_trained"],
-    })
+    print(
+        f"median seconds per meta-iteration: {sec_per_it:.3f} "
+        f"(sampling {statistics.median(r['time/sampling_s'] for r in rows):.3f}); "
+        f"training {train_s:.0f} s; total wall {wall:.0f} s; torch threads {torch.get_num_threads()}"
+    )
+    write_json(
+        args.out,
+        {
+            "seconds_per_meta_iteration": sec_per_it,
+            "wall_s": wall,
+            "train_s": train_s,
+            "meta_iterations": args.meta_iterations,
+            "fvp": args.fvp,
+            "returns": returns,
+            "ci95": {k: v["ci95"] for k, v in result["returns"].items()},
+            "env_steps_trained": result["env_steps_trained"],
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -39,27 +39,54 @@ def main() -> None:
     for setting in args.settings.split(","):
         k, n = (int(x) for x in setting.split("x"))
         t0 = time.perf_counter()
-        cfg = RL2Config(env="Bandit-v0", env_kwargs=f'{{"k": {k}}}', episodes_per_task=n,
-                        meta_batch_size=256, lr=1e-3, entropy_coef=0.003,
-                        meta_iterations=args.iterations if n <= 10 else args.iterations_long,
-                        checkpoint_every=100)
+        cfg = RL2Config(
+            env="Bandit-v0",
+            env_kwargs=f'{{"k": {k}}}',
+            episodes_per_task=n,
+            meta_batch_size=256,
+            lr=1e-3,
+            entropy_coef=0.003,
+            meta_iterations=args.iterations if n <= 10 else args.iterations_long,
+            checkpoint_every=100,
+        )
         learner = make_learner("rl2", cfg)
         train(learner, args.run_root / f"k{k}_n{n}", overwrite=True, progress=not args.no_progress)
         ev = evaluate_rl2(learner, num_tasks=args.eval_tasks)
         tasks = sample_tasks(learner.family, args.eval_tasks, cfg.seed, split="test")
-        row = {"k": k, "n": n, "rl2": ev["total_reward"]["mean"],
-               "rl2_ci95": ev["total_reward"]["ci95"], "paper": PAPER.get((k, n))}
+        row = {
+            "k": k,
+            "n": n,
+            "rl2": ev["total_reward"]["mean"],
+            "rl2_ci95": ev["total_reward"]["ci95"],
+            "paper": PAPER.get((k, n)),
+        }
         for name in ("ucb1", "thompson", "random"):
             row[name] = float(bandit_baseline(name, learner.family, tasks, n, seed=1).mean())
         row["iterations"] = cfg.meta_iterations
         row["train_s"] = time.perf_counter() - t0
         row["rl2_vs_paper"] = row["rl2"] / row["paper"] if row["paper"] else None
         results.append(row)
-        print(f"k={k} n={n}: rl2 {row['rl2']:.2f} (paper {row['paper']}), thompson "
-              f"{row['thompson']:.2f}, ucb1 {row['ucb1']:.2f}, random {row['random']:.2f}", flush=True)
-    print_table(["k", "n", "RL² (ours)", "RL² (paper)", "UCB1", "Thompson", "random", "train s"],
-                [[r["k"], r["n"], r["rl2"], r["paper"], r["ucb1"], r["thompson"], r["random"],
-                  r["train_s"]] for r in results])
+        print(
+            f"k={k} n={n}: rl2 {row['rl2']:.2f} (paper {row['paper']}), thompson "
+            f"{row['thompson']:.2f}, ucb1 {row['ucb1']:.2f}, random {row['random']:.2f}",
+            flush=True,
+        )
+    print_table(
+        ["k", "n", "RL² (ours)", "RL² (paper)", "UCB1", "Thompson", "random", "train s"],
+        [
+            [
+                r["k"],
+                r["n"],
+                r["rl2"],
+                r["paper"],
+                r["ucb1"],
+                r["thompson"],
+                r["random"],
+                r["train_s"],
+            ]
+            for r in results
+        ],
+    )
     write_json(args.out, {"results": results})
 
 

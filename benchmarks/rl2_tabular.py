@@ -36,26 +36,41 @@ def main() -> None:
     results = []
     for n in (int(x) for x in args.settings.split(",")):
         t0 = time.perf_counter()
-        cfg = RL2Config(env="TabularMDP-v0", episodes_per_task=n, meta_batch_size=128, lr=1e-3,
-                        entropy_coef=0.003, gae_lambda=0.3, meta_iterations=args.iterations,
-                        checkpoint_every=100)
+        cfg = RL2Config(
+            env="TabularMDP-v0",
+            episodes_per_task=n,
+            meta_batch_size=128,
+            lr=1e-3,
+            entropy_coef=0.003,
+            gae_lambda=0.3,
+            meta_iterations=args.iterations,
+            checkpoint_every=100,
+        )
         learner = make_learner("rl2", cfg)
         train(learner, args.run_root / f"n{n}", overwrite=True, progress=not args.no_progress)
         ev = evaluate_rl2(learner, num_tasks=args.eval_tasks)
         tasks = sample_tasks(learner.family, args.eval_tasks, cfg.seed, split="test")
-        row = {"n": n, "rl2": ev["total_reward"]["mean"], "rl2_ci95": ev["total_reward"]["ci95"],
-               "paper": PAPER.get(n)}
+        row = {
+            "n": n,
+            "rl2": ev["total_reward"]["mean"],
+            "rl2_ci95": ev["total_reward"]["ci95"],
+            "paper": PAPER.get(n),
+        }
         for name in ("psrl", "random"):
             row[name] = float(mdp_baseline(name, learner.family, tasks, n, seed=1).mean())
         row["iterations"] = cfg.meta_iterations
         row["train_s"] = time.perf_counter() - t0
         row["rl2_vs_paper"] = row["rl2"] / row["paper"] if row["paper"] else None
         results.append(row)
-        print(f"n={n}: rl2 {row['rl2']:.1f} (paper {row['paper']}), psrl {row['psrl']:.1f}, "
-              f"random {row['random']:.1f}", flush=True)
-    print_table(["n", "RL² (ours)", "RL² (paper)", "PSRL", "random", "train s"],
-                [[r["n"], r["rl2"], r["paper"], r["psrl"], r["random"], r["train_s"]]
-                 for r in results])
+        print(
+            f"n={n}: rl2 {row['rl2']:.1f} (paper {row['paper']}), psrl {row['psrl']:.1f}, "
+            f"random {row['random']:.1f}",
+            flush=True,
+        )
+    print_table(
+        ["n", "RL² (ours)", "RL² (paper)", "PSRL", "random", "train s"],
+        [[r["n"], r["rl2"], r["paper"], r["psrl"], r["random"], r["train_s"]] for r in results],
+    )
     write_json(args.out, {"results": results})
 
 

@@ -72,8 +72,13 @@ def main() -> None:
     print_table(
         ["env", "env steps", "batched steps/s", "SyncVectorEnv steps/s", "speedup"],
         [
-            [r["env"], r["env_steps"], r["env_steps_per_s"], r["gym_vector_env_steps_per_s"],
-             r["speedup"]]
+            [
+                r["env"],
+                r["env_steps"],
+                r["env_steps_per_s"],
+                r["gym_vector_env_steps_per_s"],
+                r["speedup"],
+            ]
             for r in results
         ],
     )

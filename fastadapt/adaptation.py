@@ -43,7 +43,9 @@ def make_adapt_batch(
     adv, _ = linear_baseline_advantages(episodes, gamma, gae_lambda)
     if normalize:
         adv = normalize_advantages(adv, episodes.mask)
-    return AdaptBatch(episodes.obs, episodes.actions, adv.detach(), episodes.mask, episodes.log_probs)
+    return AdaptBatch(
+        episodes.obs, episodes.actions, adv.detach(), episodes.mask, episodes.log_probs
+    )
 
 
 def flat_tasks(x: torch.Tensor) -> torch.Tensor:
@@ -77,14 +79,17 @@ def inner_loss(
     return -(weight * batch.advantages * batch.mask).sum((1, 2)) / n
 
 
-def ppo_inner_loss(policy: MLPPolicy, params: Params, batch: AdaptBatch, clip: float) -> torch.Tensor:
+def ppo_inner_loss(
+    policy: MLPPolicy, params: Params, batch: AdaptBatch, clip: float
+) -> torch.Tensor:
     """PPO's clipped surrogate per task, ``[tasks]``, against ``batch.log_probs``."""
     if batch.log_probs is None:
         raise ConfigError("a PPO inner step needs the behaviour policy's log-probs")
     logp = per_task_log_probs(policy, params, batch.obs, batch.actions)
     ratio = torch.exp(logp - batch.log_probs)
-    surr = torch.minimum(ratio * batch.advantages,
-                         ratio.clamp(1 - clip, 1 + clip) * batch.advantages)
+    surr = torch.minimum(
+        ratio * batch.advantages, ratio.clamp(1 - clip, 1 + clip) * batch.advantages
+    )
     n = batch.mask.sum((1, 2)).clamp_min(1)
     return -(surr * batch.mask).sum((1, 2)) / n
 
@@ -109,7 +114,10 @@ def adapt_step(
     ``params`` (and a tensor ``lr``) only through the update's first term.
     """
     return _gradient_step(
-        lambda p: inner_loss(policy, p, batch, objective), params, batch.obs.shape[0], lr,
+        lambda p: inner_loss(policy, p, batch, objective),
+        params,
+        batch.obs.shape[0],
+        lr,
         first_order,
     )
 

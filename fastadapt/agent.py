@@ -1,9 +1,9 @@
 """A meta-trained agent as a product: load it, adapt it to a task or an environment, act.
 
-    agent = Agent.load("runs/nav")
-    returns = agent.adapt(gym.make("fastadapt/Navigation2D-v0", task={"goal_x": 0.3, "goal_y": -0.2}),
-                          steps=2, episodes=20)
-    action = agent.act(obs)
+agent = Agent.load("runs/nav")
+returns = agent.adapt(gym.make("fastadapt/Navigation2D-v0", task={"goal_x": 0.3, "goal_y": -0.2}),
+                      steps=2, episodes=20)
+action = agent.act(obs)
 """
 
 from __future__ import annotations
@@ -59,8 +59,10 @@ class Agent:
             inner = target.unwrapped
             if isinstance(inner, FamilyEnv) and inner.family.id == self.family.id:
                 return self.family, inner.task
-            if (target.observation_space.shape != (self.policy.obs_dim,)
-                    or target.action_space != self.family.action_space):
+            if (
+                target.observation_space.shape != (self.policy.obs_dim,)
+                or target.action_space != self.family.action_space
+            ):
                 raise SpaceError(
                     f"environment spaces {target.observation_space} / {target.action_space} do not "
                     f"match the agent's ({self.family.id}): {self.family.observation_space} / "
@@ -68,8 +70,11 @@ class Agent:
                 )
             horizon = target.spec.max_episode_steps if target.spec else None
             family = GymTaskFamily(
-                "user-env", lambda _task: copy.deepcopy(target), lambda n, rng: [None] * n,
-                default_task=None, horizon=horizon or self.family.horizon,
+                "user-env",
+                lambda _task: copy.deepcopy(target),
+                lambda n, rng: [None] * n,
+                default_task=None,
+                horizon=horizon or self.family.horizon,
             )
             return family, None
         return self.family, self.family.validate_task(target)
@@ -91,8 +96,18 @@ class Agent:
         cfg = self.learner.config
         seeds = [derive_seed(seed, 11, k) for k in range(steps + 1)]
         trace = sample_and_adapt(
-            family, self.policy, self.meta_params, [task], steps, lrs, episodes, seeds,
-            cfg.gamma, cfg.gae_lambda, cfg.normalize_advantages, self.device,
+            family,
+            self.policy,
+            self.meta_params,
+            [task],
+            steps,
+            lrs,
+            episodes,
+            seeds,
+            cfg.gamma,
+            cfg.gae_lambda,
+            cfg.normalize_advantages,
+            self.device,
         )
         if steps > 0:
             self.params = {k: v[0] for k, v in trace.params.items()}
@@ -106,7 +121,9 @@ class Agent:
         x = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=self.device)
         single = x.dim() == 1
         if x.shape[-1] != self.policy.obs_dim:
-            raise SpaceError(f"observation of shape {tuple(x.shape)}; expected (..., {self.policy.obs_dim})")
+            raise SpaceError(
+                f"observation of shape {tuple(x.shape)}; expected (..., {self.policy.obs_dim})"
+            )
         d = self.policy.dist(self.params, x.unsqueeze(0) if single else x)
         a = self.policy.mode(d) if deterministic else self.policy.sample(d)
         a = to_env_action(self.family.action_space, a.cpu().numpy())

@@ -18,6 +18,7 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
+
 import tyro
 import yaml
 
@@ -60,8 +61,10 @@ def cmd_train(argv: list[str]) -> None:
         print(f"resumed and finished: {resume_run(argv[1])}")
         return
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: fastadapt train {" + ",".join(algorithm_names()) + "} [OPTIONS]\n"
-              "       fastadapt train --resume RUN_DIR")
+        print(
+            "usage: fastadapt train {" + ",".join(algorithm_names()) + "} [OPTIONS]\n"
+            "       fastadapt train --resume RUN_DIR"
+        )
         return
     algorithm, rest = argv[0], list(argv[1:])
     if algorithm not in LEARNERS:
@@ -193,7 +196,7 @@ class DemoConfig:
 
     run_dir: Path = Path("runs/demo")
     """Where the run, its baselines, eval.json and report.md go (replaced if present)."""
-    meta_iterations: int = 150
+    meta_iterations: int = 200
     """Meta-iterations (the default finishes in a few minutes on 2 cores)."""
     seed: int = 0
     """Seed."""
@@ -207,8 +210,12 @@ def cmd_demo(argv: list[str]) -> None:
     from fastadapt.report import write_report
     from fastadapt.train import make_learner, train
 
-    mcfg = MAMLConfig(env="Navigation2D-v0", meta_iterations=cfg.meta_iterations, seed=cfg.seed,
-                      checkpoint_every=50)
+    mcfg = MAMLConfig(
+        env="Navigation2D-v0",
+        meta_iterations=cfg.meta_iterations,
+        seed=cfg.seed,
+        checkpoint_every=50,
+    )
     learner = make_learner("maml", mcfg)
     print(f"[1/3] meta-training MAML-TRPO on {mcfg.env} ({cfg.meta_iterations} iterations)")
     train(learner, cfg.run_dir, overwrite=True, progress=cfg.progress)
@@ -240,7 +247,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     cmd = argv[0]
     if cmd not in COMMANDS:
-        print(f"fastadapt: unknown command {cmd!r}; commands: {', '.join(COMMANDS)}", file=sys.stderr)
+        print(
+            f"fastadapt: unknown command {cmd!r}; commands: {', '.join(COMMANDS)}", file=sys.stderr
+        )
         return 2
     try:
         COMMANDS[cmd](argv[1:])

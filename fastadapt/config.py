@@ -69,8 +69,13 @@ class CommonConfig:
 
     def validate(self) -> None:
         """Refuse impossible values, naming the field."""
-        positive = ["meta_iterations", "meta_batch_size", "episodes_per_task",
-                    "checkpoint_every", "keep_checkpoints"]
+        positive = [
+            "meta_iterations",
+            "meta_batch_size",
+            "episodes_per_task",
+            "checkpoint_every",
+            "keep_checkpoints",
+        ]
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
@@ -242,13 +247,22 @@ class RL2Config(CommonConfig):
 
     def validate(self) -> None:
         super().validate()
-        for name in ("hidden_size", "layers", "heads", "lr", "ppo_epochs", "minibatches", "clip",
-                     "max_grad_norm"):
+        for name in (
+            "hidden_size",
+            "layers",
+            "heads",
+            "lr",
+            "ppo_epochs",
+            "minibatches",
+            "clip",
+            "max_grad_norm",
+        ):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.minibatches > self.meta_batch_size:
             raise ConfigError(
-                f"minibatches ({self.minibatches}) cannot exceed trials ({self.meta_batch_size})")
+                f"minibatches ({self.minibatches}) cannot exceed trials ({self.meta_batch_size})"
+            )
         if self.value_coef < 0 or self.entropy_coef < 0:
             raise ConfigError("value_coef and entropy_coef must be >= 0")
 
@@ -293,9 +307,7 @@ class EvalConfig:
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
     """A config dataclass as a plain dict (tuples become lists)."""
-    return {
-        k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()
-    }
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
 
 
 def config_from_dict(cls: type, data: dict[str, Any]) -> Any:
@@ -314,4 +326,13 @@ def config_from_dict(cls: type, data: dict[str, Any]) -> Any:
     return cfg
 
 
-__all__ = ["CommonConfig", "EvalConfig", "MAMLConfig", "ProMPConfig", "RL2Config", "ReptileConfig", "config_from_dict", "config_to_dict"]
+__all__ = [
+    "CommonConfig",
+    "EvalConfig",
+    "MAMLConfig",
+    "ProMPConfig",
+    "RL2Config",
+    "ReptileConfig",
+    "config_from_dict",
+    "config_to_dict",
+]

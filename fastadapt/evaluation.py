@@ -34,9 +34,38 @@ from fastadapt.tasks.core import TaskFamily, derive_seed, sample_tasks, task_to_
 TUNING_STREAM = 2**31 - 1
 
 # two-sided 95% Student t quantiles by degrees of freedom (1..30); the normal value beyond
-_T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
-        2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
-        2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+_T95 = [
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
+]
 
 
 def mean_ci95(x: Sequence[float]) -> tuple[float, float]:
@@ -67,8 +96,19 @@ def adaptation_returns(
     ``step_fn`` is the inner step (default: VPG)."""
     seeds = [derive_seed(seed, 7, k) for k in range(num_steps + 1)]
     trace = sample_and_adapt(
-        family, policy, params, tasks, num_steps, lrs, episodes_per_step, seeds, gamma,
-        gae_lambda, normalize, device, step_fn,
+        family,
+        policy,
+        params,
+        tasks,
+        num_steps,
+        lrs,
+        episodes_per_step,
+        seeds,
+        gamma,
+        gae_lambda,
+        normalize,
+        device,
+        step_fn,
     )
     return np.stack([ep.episode_returns.mean(1).cpu().numpy() for ep in trace.episodes])
 
@@ -93,9 +133,16 @@ def evaluate_learner(
     tasks = sample_tasks(family, cfg.num_tasks, lc.seed, split="test")
     schedule = inner_lr_schedule(cfg.inner_lr, max(cfg.num_steps, 1))
     common = dict(
-        family=family, policy=policy, tasks=tasks, num_steps=cfg.num_steps,
-        episodes_per_step=cfg.episodes_per_step, seed=cfg.seed, gamma=lc.gamma,
-        gae_lambda=lc.gae_lambda, normalize=lc.normalize_advantages, device=lc.device,
+        family=family,
+        policy=policy,
+        tasks=tasks,
+        num_steps=cfg.num_steps,
+        episodes_per_step=cfg.episodes_per_step,
+        seed=cfg.seed,
+        gamma=lc.gamma,
+        gae_lambda=lc.gae_lambda,
+        normalize=lc.normalize_advantages,
+        device=lc.device,
         step_fn=getattr(learner, "inner_step_fn", None),
     )
     meta_params = {k: v.detach() for k, v in learner.meta_params.items()}
@@ -136,7 +183,9 @@ def evaluate_learner(
     }
 
 
-def tune_inner_lr(params: Params, schedule: list[float], cfg: EvalConfig, learner: Any) -> list[float]:
+def tune_inner_lr(
+    params: Params, schedule: list[float], cfg: EvalConfig, learner: Any
+) -> list[float]:
     """The scaled schedule (from ``cfg.baseline_lr_scales``) whose return after the last step is
     highest on 10 *training* tasks (a stream disjoint from meta-training's and from the test split)."""
     lc = learner.config
@@ -145,9 +194,19 @@ def tune_inner_lr(params: Params, schedule: list[float], cfg: EvalConfig, learne
     for scale in cfg.baseline_lr_scales:
         lrs = [lr * scale for lr in schedule]
         ret = adaptation_returns(
-            learner.family, learner.policy, params, tasks, cfg.num_steps, lrs,
-            cfg.episodes_per_step, derive_seed(cfg.seed, 3), lc.gamma, lc.gae_lambda,
-            lc.normalize_advantages, lc.device, getattr(learner, "inner_step_fn", None),
+            learner.family,
+            learner.policy,
+            params,
+            tasks,
+            cfg.num_steps,
+            lrs,
+            cfg.episodes_per_step,
+            derive_seed(cfg.seed, 3),
+            lc.gamma,
+            lc.gae_lambda,
+            lc.normalize_advantages,
+            lc.device,
+            getattr(learner, "inner_step_fn", None),
         )[-1].mean()
         if ret > best_ret:
             best, best_ret = lrs, float(ret)
@@ -168,7 +227,8 @@ def pretrain_baseline(
     iterations = cfg.pretrain_iterations or lc.meta_iterations * (lc.num_inner_steps + 1)
     common = {f.name: getattr(lc, f.name) for f in dataclasses.fields(CommonConfig)}
     common.update(
-        meta_iterations=iterations, seed=lc.seed + 1,
+        meta_iterations=iterations,
+        seed=lc.seed + 1,
         checkpoint_every=max(1, min(lc.checkpoint_every * (lc.num_inner_steps + 1), iterations)),
     )
     pcfg = MAMLConfig(**common, num_inner_steps=0)
@@ -204,11 +264,14 @@ def format_table(result: dict[str, Any]) -> str:
     if "x_label" in result:  # RL²: returns per episode within a trial
         head = "| method | " + " | ".join(f"episode {k + 1}" for k in range(steps)) + " |"
     else:
-        head = "| method | " + " | ".join(f"{k} step{'s' if k != 1 else ''}" for k in range(steps)) + " |"
+        head = (
+            "| method | "
+            + " | ".join(f"{k} step{'s' if k != 1 else ''}" for k in range(steps))
+            + " |"
+        )
     sep = "|---" * (steps + 1) + "|"
     rows = [head, sep]
     for name, m in methods.items():
         cells = [f"{mu:.2f} ± {ci:.2f}" for mu, ci in zip(m["mean"], m["ci95"], strict=True)]
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
-

@@ -82,13 +82,27 @@ class MLPPolicy:
     ) -> MLPPolicy:
         """A policy that fits a family's spaces (flat Box observations; Discrete or Box actions)."""
         if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 1:
-            raise SpaceError(f"MLP policies need a flat Box observation space, got {observation_space}")
+            raise SpaceError(
+                f"MLP policies need a flat Box observation space, got {observation_space}"
+            )
         if isinstance(action_space, gym.spaces.Discrete):
-            return cls(observation_space.shape[0], int(action_space.n), True, tuple(hidden),
-                       activation, init_log_std)
+            return cls(
+                observation_space.shape[0],
+                int(action_space.n),
+                True,
+                tuple(hidden),
+                activation,
+                init_log_std,
+            )
         if isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
-            return cls(observation_space.shape[0], action_space.shape[0], False, tuple(hidden),
-                       activation, init_log_std)
+            return cls(
+                observation_space.shape[0],
+                action_space.shape[0],
+                False,
+                tuple(hidden),
+                activation,
+                init_log_std,
+            )
         raise SpaceError(f"unsupported action space {action_space}")
 
     # ---- parameters -------------------------------------------------------------------------
@@ -161,7 +175,9 @@ class MLPPolicy:
             return (lp_old.exp() * (lp_old - lp_new)).sum(-1)
         assert old.log_std is not None and new.log_std is not None
         var_old, var_new = torch.exp(2 * old.log_std), torch.exp(2 * new.log_std)
-        kl = new.log_std - old.log_std + (var_old + (old.loc - new.loc).pow(2)) / (2 * var_new) - 0.5
+        kl = (
+            new.log_std - old.log_std + (var_old + (old.loc - new.loc).pow(2)) / (2 * var_new) - 0.5
+        )
         return kl.sum(-1)
 
     def entropy(self, d: DistParams) -> torch.Tensor:

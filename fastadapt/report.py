@@ -54,8 +54,13 @@ def plot_training(runs: Mapping[str, Sequence[Mapping[str, float]]], path: Path)
             continue
         x = [r["env_steps"] for r in rows]
         (line,) = ax.plot(x, [r["return/post_adapt"] for r in rows], label=f"{label} post-adapt")
-        ax.plot(x, [r["return/pre_adapt"] for r in rows], "--", color=line.get_color(),
-                label=f"{label} pre-adapt")
+        ax.plot(
+            x,
+            [r["return/pre_adapt"] for r in rows],
+            "--",
+            color=line.get_color(),
+            label=f"{label} pre-adapt",
+        )
     ax.set_xlabel("env steps")
     ax.set_ylabel("average return (training tasks)")
     ax.set_title("Meta-training")
@@ -95,22 +100,31 @@ def write_report(run_dirs: Sequence[Path | str], out: Path | str | None = None) 
                 f"median {_median([r['time/iteration_s'] for r in rows]):.3f} s/iteration"
             )
     lines.append("")
-    evals = {labels[d]: json.loads((d / "eval.json").read_text())
-             for d in dirs if (d / "eval.json").exists()}
+    evals = {
+        labels[d]: json.loads((d / "eval.json").read_text())
+        for d in dirs
+        if (d / "eval.json").exists()
+    }
     if evals:
-        png = plot_adaptation(evals if len(evals) > 1 else {"": next(iter(evals.values()))},
-                              out_dir / "adaptation_report.png")
+        png = plot_adaptation(
+            evals if len(evals) > 1 else {"": next(iter(evals.values()))},
+            out_dir / "adaptation_report.png",
+        )
         lines += ["## Adaptation on held-out tasks", "", f"![adaptation curves]({png.name})", ""]
         for label, result in evals.items():
             p = result["protocol"]
             if "episodes_per_trial" in p:
-                how = (f"{p['num_tasks']} held-out tasks, trials of {p['episodes_per_trial']} "
-                       f"episodes, return of each episode in the trial (adaptation in the hidden "
-                       f"state); mean ± 95% CI over tasks.")
+                how = (
+                    f"{p['num_tasks']} held-out tasks, trials of {p['episodes_per_trial']} "
+                    f"episodes, return of each episode in the trial (adaptation in the hidden "
+                    f"state); mean ± 95% CI over tasks."
+                )
             else:
-                how = (f"{p['num_tasks']} held-out tasks, {p['episodes_per_step']} episodes per "
-                       f"step, inner learning rates {result.get('inner_lr', p['inner_lr'])}; "
-                       f"mean ± 95% CI over tasks.")
+                how = (
+                    f"{p['num_tasks']} held-out tasks, {p['episodes_per_step']} episodes per "
+                    f"step, inner learning rates {result.get('inner_lr', p['inner_lr'])}; "
+                    f"mean ± 95% CI over tasks."
+                )
             lines += [
                 f"### {label}",
                 "",

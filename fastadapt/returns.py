@@ -115,7 +115,9 @@ def fit_linear_baseline(
     return w.squeeze(-1).to(obs.dtype)
 
 
-def predict_linear_baseline(weights: torch.Tensor, obs: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
+def predict_linear_baseline(
+    weights: torch.Tensor, obs: torch.Tensor, time: torch.Tensor
+) -> torch.Tensor:
     """Baseline values at ``obs [tasks, ..., D]`` and step indices ``time``, weights ``[tasks, F]``."""
     feats = baseline_features(obs, time)
     w = weights.view(weights.shape[0], *([1] * (feats.dim() - 2)), weights.shape[1])
@@ -129,7 +131,9 @@ def linear_baseline_advantages(episodes, gamma: float, lam: float, reg_coeff: fl
     returns = discounted_returns(episodes.rewards, episodes.mask, gamma)
     w = fit_linear_baseline(episodes.obs, returns, episodes.mask, reg_coeff)
     T, E = episodes.mask.shape[-2:]
-    values = predict_linear_baseline(w, episodes.obs, _time_index(T, E, episodes.obs)) * episodes.mask
+    values = (
+        predict_linear_baseline(w, episodes.obs, _time_index(T, E, episodes.obs)) * episodes.mask
+    )
     boot = predict_linear_baseline(w, episodes.bootstrap_obs, episodes.lengths.to(values.dtype))
     adv = gae(episodes.rewards, values, boot, episodes.terminated, episodes.mask, gamma, lam)
     return adv, returns

@@ -49,7 +49,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def save_checkpoint(path: Path, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> Path:
+def save_checkpoint(
+    path: Path, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]
+) -> Path:
     """Write ``path.safetensors`` and its sidecar ``path.json``; returns the sidecar's path."""
     path = Path(path)
     blob = st_save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
@@ -160,7 +162,9 @@ def prepare_run_dir(run_dir: Path, overwrite: bool = False, resume: bool = False
 
 def write_config(run_dir: Path, config: Mapping[str, Any]) -> None:
     """Write the resolved config as YAML."""
-    atomic_write_bytes(Path(run_dir) / "config.yaml", yaml.safe_dump(dict(config), sort_keys=False).encode())
+    atomic_write_bytes(
+        Path(run_dir) / "config.yaml", yaml.safe_dump(dict(config), sort_keys=False).encode()
+    )
 
 
 def read_config(run_dir: Path) -> dict[str, Any]:
@@ -214,8 +218,11 @@ class MetricsLogger:
             except ImportError:
                 raise RunDirError("--track needs Weights & Biases: pip install wandb") from None
             self.wandb = wandb.init(
-                project=track.get("project", "fastadapt"), name=Path(run_dir).name,
-                config=track.get("config"), dir=str(run_dir), resume="allow",
+                project=track.get("project", "fastadapt"),
+                name=Path(run_dir).name,
+                config=track.get("config"),
+                dir=str(run_dir),
+                resume="allow",
             )
 
     def log(self, metrics: Mapping[str, float]) -> None:

@@ -133,7 +133,9 @@ def collect_episodes(
     obs_dim = policy.obs_dim
     obs_buf = np.zeros((H, N, obs_dim), dtype=np.float32)
     act_buf = (
-        np.zeros((H, N), dtype=np.int64) if discrete else np.zeros((H, N, policy.action_dim), np.float32)
+        np.zeros((H, N), dtype=np.int64)
+        if discrete
+        else np.zeros((H, N, policy.action_dim), np.float32)
     )
     logp_buf = np.zeros((H, N), dtype=np.float32)
     rew_buf = np.zeros((H, N), dtype=np.float32)

@@ -49,7 +49,12 @@ class SequencePolicy(nn.Module):
             raise ConfigError(f"hidden and layers must be positive, got {hidden}, {layers}")
         if kind == "transformer" and hidden % heads:
             raise ConfigError(f"transformer width {hidden} must be divisible by heads {heads}")
-        self.obs_dim, self.action_dim, self.discrete, self.kind = obs_dim, action_dim, discrete, kind
+        self.obs_dim, self.action_dim, self.discrete, self.kind = (
+            obs_dim,
+            action_dim,
+            discrete,
+            kind,
+        )
         self.hidden, self.max_len = hidden, max_len
         in_dim = rl2_input_dim(obs_dim, action_dim)
         if kind == "gru":
@@ -60,8 +65,9 @@ class SequencePolicy(nn.Module):
             self.embed = nn.Linear(in_dim, hidden)
             self.pos = nn.Parameter(torch.zeros(max_len, hidden))
             nn.init.normal_(self.pos, std=0.02)
-            layer = nn.TransformerEncoderLayer(hidden, heads, 2 * hidden, dropout=0.0,
-                                               batch_first=True, norm_first=True)
+            layer = nn.TransformerEncoderLayer(
+                hidden, heads, 2 * hidden, dropout=0.0, batch_first=True, norm_first=True
+            )
             self.core = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.actor = nn.Linear(hidden, action_dim)
         nn.init.orthogonal_(self.actor.weight, 0.01)
@@ -76,7 +82,9 @@ class SequencePolicy(nn.Module):
     def initial_state(self, batch: int, device: torch.device | str = "cpu") -> Any:
         """A fresh state for ``batch`` trials (empty context for the Transformer)."""
         if self.kind == "transformer":
-            return torch.zeros(batch, 0, rl2_input_dim(self.obs_dim, self.action_dim), device=device)
+            return torch.zeros(
+                batch, 0, rl2_input_dim(self.obs_dim, self.action_dim), device=device
+            )
         n_layers = self.core.num_layers
         h = torch.zeros(n_layers, batch, self.hidden, device=device)
         return (h, h.clone()) if self.kind == "lstm" else h
@@ -84,14 +92,18 @@ class SequencePolicy(nn.Module):
     def features(self, inputs: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
         """Core outputs ``[B, L, hidden]`` for a sequence, continuing from ``state``."""
         if self.kind == "transformer":
-            context = inputs if state is None or state.shape[1] == 0 else torch.cat([state, inputs], 1)
+            context = (
+                inputs if state is None or state.shape[1] == 0 else torch.cat([state, inputs], 1)
+            )
             L = context.shape[1]
             if L > self.max_len:
-                raise ConfigError(f"trial of {L} steps exceeds the transformer's max_len {self.max_len}")
+                raise ConfigError(
+                    f"trial of {L} steps exceeds the transformer's max_len {self.max_len}"
+                )
             x = self.embed(context) + self.pos[:L]
             causal = torch.triu(torch.full((L, L), float("-inf"), device=x.device), diagonal=1)
             out = self.core(x, mask=causal)
-            return out[:, -inputs.shape[1]:], context
+            return out[:, -inputs.shape[1] :], context
         if state is None:
             state = self.initial_state(inputs.shape[0], inputs.device)
         return self.core(inputs, state)
@@ -111,8 +123,11 @@ class SequencePolicy(nn.Module):
     def step(self, inputs: torch.Tensor, state: Any):
         """One step ``[B, input_dim]``: ``(dist, value, new_state)``."""
         dist, values, state = self.forward(inputs.unsqueeze(1), state)
-        return DistParams(dist.loc[:, 0], None if dist.log_std is None else dist.log_std[:, 0]), \
-            values[:, 0], state
+        return (
+            DistParams(dist.loc[:, 0], None if dist.log_std is None else dist.log_std[:, 0]),
+            values[:, 0],
+            state,
+        )
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -129,6 +144,11 @@ def select_state(new: Any, old: Any, keep_new: torch.Tensor) -> Any:
 
 def describe(policy: SequencePolicy) -> dict[str, Any]:
     """JSON-ready architecture (checked when loading a checkpoint)."""
-    return {"kind": policy.kind, "hidden": policy.hidden, "obs_dim": policy.obs_dim,
-            "action_dim": policy.action_dim, "discrete": policy.discrete,
-            "max_len": policy.max_len}
+    return {
+        "kind": policy.kind,
+        "hidden": policy.hidden,
+        "obs_dim": policy.obs_dim,
+        "action_dim": policy.action_dim,
+        "discrete": policy.discrete,
+        "max_len": policy.max_len,
+    }

@@ -67,7 +67,12 @@ class PrioritizedTaskSampler:
         if not 0 < ema <= 1:
             raise ConfigError(f"ema must be in (0, 1], got {ema}")
         self.seed, self.temperature, self.floor, self.score, self.ema = (
-            seed, temperature, floor, score, ema)
+            seed,
+            temperature,
+            floor,
+            score,
+            ema,
+        )
         self.pool = sample_tasks(family, pool_size, seed, "train", index=POOL_STREAM)
         self.scores = np.zeros(pool_size)
         self.seen = np.zeros(pool_size, dtype=bool)
@@ -92,12 +97,16 @@ class PrioritizedTaskSampler:
         pre_np, post_np = pre.detach().cpu().numpy(), post.detach().cpu().numpy()
         value = -post_np if self.score == "post_return" else -(post_np - pre_np)
         for i, v in zip(indices, value, strict=True):
-            self.scores[i] = v if not self.seen[i] else (1 - self.ema) * self.scores[i] + self.ema * v
+            self.scores[i] = (
+                v if not self.seen[i] else (1 - self.ema) * self.scores[i] + self.ema * v
+            )
             self.seen[i] = True
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
-        return {"task_sampler.scores": torch.from_numpy(self.scores.copy()),
-                "task_sampler.seen": torch.from_numpy(self.seen.copy())}
+        return {
+            "task_sampler.scores": torch.from_numpy(self.scores.copy()),
+            "task_sampler.seen": torch.from_numpy(self.seen.copy()),
+        }
 
     def load_state(self, tensors: dict[str, torch.Tensor]) -> None:
         self.scores = tensors["task_sampler.scores"].numpy().astype(float).copy()
@@ -110,7 +119,11 @@ def make_task_sampler(config: Any, family: TaskFamily):
         return UniformTaskSampler(family, config.seed)
     if config.task_sampler == "prioritized":
         return PrioritizedTaskSampler(
-            family, config.seed, config.task_pool_size, config.priority_temperature,
-            config.priority_floor, config.priority_score,
+            family,
+            config.seed,
+            config.task_pool_size,
+            config.priority_temperature,
+            config.priority_floor,
+            config.priority_score,
         )
     raise ConfigError(f"unknown task_sampler {config.task_sampler!r}; known: uniform, prioritized")

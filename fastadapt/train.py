@@ -32,7 +32,6 @@ from fastadapt.learners.maml import MAML
 from fastadapt.learners.promp import ProMP
 from fastadapt.learners.reptile import Reptile
 from fastadapt.learners.rl2 import RL2
-from fastadapt.sequence_policies import SequencePolicy, describe
 from fastadapt.runs import (
     FINAL,
     MetricsLogger,
@@ -46,6 +45,7 @@ from fastadapt.runs import (
     save_checkpoint,
     write_config,
 )
+from fastadapt.sequence_policies import SequencePolicy, describe
 
 #: algorithm name -> (config class, learner class, forced config values)
 LEARNERS: dict[str, tuple[type, Callable[..., Any], dict[str, Any]]] = {
@@ -79,8 +79,11 @@ def run_identity(learner: Any) -> dict[str, Any]:
         "algorithm": learner.name,
         "env": learner.config.env,
         "env_kwargs": learner.config.env_options(),
-        "policy": (describe(learner.policy) if isinstance(learner.policy, SequencePolicy)
-                   else dataclasses.asdict(learner.policy)),
+        "policy": (
+            describe(learner.policy)
+            if isinstance(learner.policy, SequencePolicy)
+            else dataclasses.asdict(learner.policy)
+        ),
     }
 
 
@@ -125,13 +128,18 @@ def train(
     else:
         write_config(run_dir, {"algorithm": learner.name, "config": config_to_dict(cfg)})
     logger = MetricsLogger(
-        run_dir, resume_from=learner.iteration if resume else None,
+        run_dir,
+        resume_from=learner.iteration if resume else None,
         purge_step=learner.env_steps if resume else None,
         track={"config": config_to_dict(cfg)} if track else None,
     )
     bar = tqdm(
-        total=cfg.meta_iterations, initial=learner.iteration, disable=not progress,
-        desc=f"{learner.name} {cfg.env}", unit="it", dynamic_ncols=True,
+        total=cfg.meta_iterations,
+        initial=learner.iteration,
+        disable=not progress,
+        desc=f"{learner.name} {cfg.env}",
+        unit="it",
+        dynamic_ncols=True,
     )
     done_here = 0
     try:
@@ -144,7 +152,8 @@ def train(
             logger.log(metrics)
             bar.update(1)
             bar.set_postfix(
-                pre=f"{metrics['return/pre_adapt']:.2f}", post=f"{metrics['return/post_adapt']:.2f}",
+                pre=f"{metrics['return/pre_adapt']:.2f}",
+                post=f"{metrics['return/post_adapt']:.2f}",
                 refresh=False,
             )
             if learner.iteration % cfg.checkpoint_every == 0:
@@ -201,8 +210,9 @@ def resume_run(
 ) -> Path:
     """Continue a run from its newest loadable checkpoint."""
     learner = learner_from_run(run_dir)
-    return train(learner, run_dir, resume=True, progress=progress, stop_after=stop_after,
-                 track=track)
+    return train(
+        learner, run_dir, resume=True, progress=progress, stop_after=stop_after, track=track
+    )
 
 
 def load_learner(path: Path | str) -> Any:

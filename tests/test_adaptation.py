@@ -9,8 +9,10 @@ from fastadapt.policies import MLPPolicy
 def tiny_problem(tasks=3, T=4, E=3, seed=0):
     torch.manual_seed(seed)
     pol = MLPPolicy(2, 2, False, hidden=(5,), activation="tanh")
-    params = {k: v.double().requires_grad_(True)
-              for k, v in pol.init_params(torch.Generator().manual_seed(seed)).items()}
+    params = {
+        k: v.double().requires_grad_(True)
+        for k, v in pol.init_params(torch.Generator().manual_seed(seed)).items()
+    }
     params["layers.1.weight"].data.normal_(0, 0.5)
 
     def batch():
@@ -34,7 +36,9 @@ def meta_objective(pol, params, train, valid, lr, first_order=False):
 def test_second_order_meta_gradient_matches_finite_differences():
     pol, params, train, valid = tiny_problem()
     names = list(params)
-    grads = torch.autograd.grad(meta_objective(pol, params, train, valid, 0.5), [params[k] for k in names])
+    grads = torch.autograd.grad(
+        meta_objective(pol, params, train, valid, 0.5), [params[k] for k in names]
+    )
     flat = flatten([params[k].detach() for k in names])
     eps = 1e-6
     fd = torch.zeros_like(flat)
@@ -42,7 +46,13 @@ def test_second_order_meta_gradient_matches_finite_differences():
         for sign in (1, -1):
             x = flat.clone()
             x[i] += sign * eps
-            p = dict(zip(names, [t.requires_grad_(True) for t in unflatten(x, [params[k] for k in names])], strict=True))
+            p = dict(
+                zip(
+                    names,
+                    [t.requires_grad_(True) for t in unflatten(x, [params[k] for k in names])],
+                    strict=True,
+                )
+            )
             fd[i] += sign * float(meta_objective(pol, p, train, valid, 0.5)) / (2 * eps)
     torch.testing.assert_close(flatten(grads), fd, rtol=1e-5, atol=1e-7)
 
@@ -51,11 +61,24 @@ def test_first_order_drops_exactly_the_second_order_term():
     pol, params, train, valid = tiny_problem(tasks=1)
     names = list(params)
     lr = 0.5
-    so = flatten(torch.autograd.grad(meta_objective(pol, params, train, valid, lr), list(params.values())))
-    fo = flatten(torch.autograd.grad(meta_objective(pol, params, train, valid, lr, True), list(params.values())))
+    so = flatten(
+        torch.autograd.grad(meta_objective(pol, params, train, valid, lr), list(params.values()))
+    )
+    fo = flatten(
+        torch.autograd.grad(
+            meta_objective(pol, params, train, valid, lr, True), list(params.values())
+        )
+    )
     # FO gradient = dL/dphi at phi(theta)
-    phi = {k: v.detach().requires_grad_(True)[0] for k, v in adapt(pol, params, [train], [lr]).items()}
-    dl_dphi = flatten(torch.autograd.grad(inner_loss(pol, {k: v.unsqueeze(0) for k, v in phi.items()}, valid).sum(), list(phi.values())))
+    phi = {
+        k: v.detach().requires_grad_(True)[0] for k, v in adapt(pol, params, [train], [lr]).items()
+    }
+    dl_dphi = flatten(
+        torch.autograd.grad(
+            inner_loss(pol, {k: v.unsqueeze(0) for k, v in phi.items()}, valid).sum(),
+            list(phi.values()),
+        )
+    )
     torch.testing.assert_close(fo, dl_dphi)
     # SO gradient = (I - lr * H_inner) dL/dphi with H the Hessian of the inner loss at theta
     flat = flatten([params[k].detach() for k in names])
@@ -85,7 +108,9 @@ def test_meta_sgd_learning_rates_get_gradients():
     g = torch.autograd.grad(inner_loss(pol, phi, valid).sum(), list(lrs.values()))
     assert all(torch.isfinite(x).all() for x in g) and any(x.abs().sum() > 0 for x in g)
     # a constant Meta-SGD learning rate equals plain MAML with that rate
-    phi_const = adapt(pol, params, [train], [{k: torch.full_like(v, 0.1) for k, v in params.items()}])
+    phi_const = adapt(
+        pol, params, [train], [{k: torch.full_like(v, 0.1) for k, v in params.items()}]
+    )
     phi_maml = adapt(pol, params, [train], [0.1])
     for k in params:
         torch.testing.assert_close(phi_const[k], phi_maml[k])

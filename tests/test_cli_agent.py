@@ -8,8 +8,15 @@ from fastadapt.agent import Agent
 from fastadapt.cli import main
 from fastadapt.errors import SpaceError
 
-TINY = ["--meta-iterations", "2", "--meta-batch-size", "3", "--episodes-per-task", "3",
-        "--no-progress"]
+TINY = [
+    "--meta-iterations",
+    "2",
+    "--meta-batch-size",
+    "3",
+    "--episodes-per-task",
+    "3",
+    "--no-progress",
+]
 
 
 @pytest.fixture(scope="module")
@@ -32,19 +39,55 @@ def test_train_writes_run_directory(trained):
 
 
 def test_evaluate_adapt_report(trained, capsys):
-    assert main(["evaluate", str(trained), "--num-tasks", "3", "--episodes-per-step", "3",
-                 "--num-steps", "2", "--pretrain-iterations", "2", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(trained),
+                "--num-tasks",
+                "3",
+                "--episodes-per-step",
+                "3",
+                "--num-steps",
+                "2",
+                "--pretrain-iterations",
+                "2",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "| maml |" in out and "| scratch |" in out and "| pretrain |" in out
     result = json.loads((trained / "eval.json").read_text())
-    assert set(result["returns"]) == {"maml", "scratch", "pretrain", "scratch (tuned lr)",
-                                      "pretrain (tuned lr)"}
-    assert result["inner_lr"]["pretrain (tuned lr)"][0] in [0.1 * s for s in (1.0, 0.3, 0.1, 0.03, 0.01)]
+    assert set(result["returns"]) == {
+        "maml",
+        "scratch",
+        "pretrain",
+        "scratch (tuned lr)",
+        "pretrain (tuned lr)",
+    }
+    assert result["inner_lr"]["pretrain (tuned lr)"][0] in [
+        0.1 * s for s in (1.0, 0.3, 0.1, 0.03, 0.01)
+    ]
     assert len(result["returns"]["maml"]["mean"]) == 3
     assert len(result["test_tasks"]) == 3
     assert (trained / "adaptation.png").stat().st_size > 1000
-    assert main(["adapt", str(trained), "--task", '{"goal_x": 0.2, "goal_y": 0.1}',
-                 "--steps", "1", "--episodes", "2"]) == 0
+    assert (
+        main(
+            [
+                "adapt",
+                str(trained),
+                "--task",
+                '{"goal_x": 0.2, "goal_y": 0.1}',
+                "--steps",
+                "1",
+                "--episodes",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert "after 1 step" in capsys.readouterr().out
     assert main(["report", str(trained)]) == 0
     report = (trained / "report.md").read_text()
@@ -54,8 +97,10 @@ def test_evaluate_adapt_report(trained, capsys):
 def test_cli_errors_are_clear(trained, capsys):
     assert main(["train", "nope"]) == 2
     assert "unknown algorithm 'nope'" in capsys.readouterr().err
-    assert main(["train", "maml", "--env", "Nope-v0", "--run-dir", str(trained.parent / "x"),
-                 *TINY]) == 2
+    assert (
+        main(["train", "maml", "--env", "Nope-v0", "--run-dir", str(trained.parent / "x"), *TINY])
+        == 2
+    )
     assert "unknown task family" in capsys.readouterr().err
     assert main(["train", "maml", "--run-dir", str(trained), *TINY]) == 2
     assert "already holds a finished run" in capsys.readouterr().err
@@ -74,8 +119,20 @@ def test_config_file_with_unknown_keys_is_refused(tmp_path, capsys):
 def test_config_file_sets_defaults(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("meta_iterations: 1\nmeta_batch_size: 2\nepisodes_per_task: 2\n")
-    assert main(["train", "maml", "--config-file", str(cfg), "--run-dir", str(tmp_path / "r"),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "maml",
+                "--config-file",
+                str(cfg),
+                "--run-dir",
+                str(tmp_path / "r"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert "meta_batch_size: 2" in (tmp_path / "r" / "config.yaml").read_text()
 
 

@@ -26,15 +26,23 @@ def test_reptile_one_step_with_unit_outer_lr_is_a_policy_gradient_step():
     theta = {k: v.detach().clone() for k, v in learner.meta_params.items()}
     # the same episodes the learner will collect (same seeds)
     _, tasks = learner.task_sampler.sample(cfg.meta_batch_size, 0)
-    ep = collect_episodes(learner.family, learner.policy, theta, tasks, cfg.episodes_per_task,
-                          derive_seed(cfg.seed, 1, 0, 0))
+    ep = collect_episodes(
+        learner.family,
+        learner.policy,
+        theta,
+        tasks,
+        cfg.episodes_per_task,
+        derive_seed(cfg.seed, 1, 0, 0),
+    )
     batch = make_adapt_batch(ep, cfg.gamma, cfg.gae_lambda)
     theta_req = {k: v.clone().requires_grad_(True) for k, v in theta.items()}
     loss = inner_loss(learner.policy, theta_req, batch).mean()  # mean over tasks
     grads = torch.autograd.grad(loss, list(theta_req.values()))
     learner.step()
     for (k, v), g in zip(theta.items(), grads, strict=True):
-        torch.testing.assert_close(learner.meta_params[k].detach(), v - 0.1 * g, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(
+            learner.meta_params[k].detach(), v - 0.1 * g, rtol=1e-4, atol=1e-6
+        )
 
 
 def test_reptile_ppo_inner_and_adam_outer_run():
@@ -48,14 +56,18 @@ def test_lvc_first_derivative_equals_reinforce_gradient_but_not_second():
     pol = MLPPolicy(2, 2, False, hidden=(6,), activation="tanh")
     params = {k: v.double().requires_grad_(True) for k, v in pol.init_params().items()}
     params["layers.1.weight"].data.normal_(0, 0.5)
-    batch = AdaptBatch(torch.randn(2, 4, 3, 2, dtype=torch.float64),
-                       torch.randn(2, 4, 3, 2, dtype=torch.float64),
-                       torch.randn(2, 4, 3, dtype=torch.float64),
-                       torch.ones(2, 4, 3, dtype=torch.float64))
-    g_vpg = torch.autograd.grad(inner_loss(pol, params, batch, "vpg").sum(), list(params.values()),
-                                create_graph=True)
-    g_lvc = torch.autograd.grad(inner_loss(pol, params, batch, "lvc").sum(), list(params.values()),
-                                create_graph=True)
+    batch = AdaptBatch(
+        torch.randn(2, 4, 3, 2, dtype=torch.float64),
+        torch.randn(2, 4, 3, 2, dtype=torch.float64),
+        torch.randn(2, 4, 3, dtype=torch.float64),
+        torch.ones(2, 4, 3, dtype=torch.float64),
+    )
+    g_vpg = torch.autograd.grad(
+        inner_loss(pol, params, batch, "vpg").sum(), list(params.values()), create_graph=True
+    )
+    g_lvc = torch.autograd.grad(
+        inner_loss(pol, params, batch, "lvc").sum(), list(params.values()), create_graph=True
+    )
     for a, b in zip(g_vpg, g_lvc, strict=True):
         torch.testing.assert_close(a, b)
     # the second derivatives differ (LVC adds the score outer-product term)
@@ -88,7 +100,9 @@ def test_rl2_hidden_state_carries_across_episodes_and_resets_between_trials():
     t1 = collect_trials(family, pol, tasks, 5, seed=1)
     # inputs carry the previous action and reward across episode boundaries
     assert t1.inputs.shape == (2, 5, rl2_input_dim(1, 3))
-    assert torch.equal(t1.inputs[:, 1:, 1:4], torch.nn.functional.one_hot(t1.actions[:, :-1], 3).float())
+    assert torch.equal(
+        t1.inputs[:, 1:, 1:4], torch.nn.functional.one_hot(t1.actions[:, :-1], 3).float()
+    )
     torch.testing.assert_close(t1.inputs[:, 1:, 4], t1.rewards[:, :-1])
     assert (t1.inputs[:, 1:, 5] == 1).all() and (t1.inputs[:, 0, 1:] == 0).all()
     # the recorded values equal a fresh recomputation over the whole trial: the state carried over
@@ -104,8 +118,15 @@ def test_rl2_hidden_state_carries_across_episodes_and_resets_between_trials():
 
 @pytest.mark.parametrize("kind", ["gru", "lstm", "transformer"])
 def test_sequence_policies_train_on_tabular_mdp(kind):
-    cfg = RL2Config(env="TabularMDP-v0", meta_batch_size=8, episodes_per_task=2, policy=kind,
-                    hidden_size=32, minibatches=2, meta_iterations=1)
+    cfg = RL2Config(
+        env="TabularMDP-v0",
+        meta_batch_size=8,
+        episodes_per_task=2,
+        policy=kind,
+        hidden_size=32,
+        minibatches=2,
+        meta_iterations=1,
+    )
     learner = RL2(cfg)
     m = learner.step()
     assert np.isfinite(list(m.values())).all() and m["env_steps"] == 8 * 2 * 10
@@ -136,8 +157,11 @@ def test_rl2_variable_length_episodes_are_left_aligned():
 
 
 def test_rl2_evaluation_reports_returns_per_episode():
-    learner = RL2(RL2Config(env="Bandit-v0", meta_batch_size=8, episodes_per_task=5,
-                            hidden_size=16, minibatches=2))
+    learner = RL2(
+        RL2Config(
+            env="Bandit-v0", meta_batch_size=8, episodes_per_task=5, hidden_size=16, minibatches=2
+        )
+    )
     result = evaluate_rl2(learner, num_tasks=6)
     assert len(result["returns"]["rl2"]["mean"]) == 5
     assert 0 <= result["total_reward"]["mean"] <= 5

@@ -52,8 +52,10 @@ def test_short_run_improves_post_adaptation_return():
 
 
 def test_adam_outer_and_first_order_run_and_change_parameters():
-    for cfg in (dataclasses.replace(SMALL, outer="adam", outer_lr=1e-2),
-                dataclasses.replace(SMALL, first_order=True)):
+    for cfg in (
+        dataclasses.replace(SMALL, outer="adam", outer_lr=1e-2),
+        dataclasses.replace(SMALL, first_order=True),
+    ):
         learner = MAML(cfg)
         before = params_of(learner)
         m = learner.step()
@@ -93,10 +95,15 @@ def test_discrete_family_trains():
 
 @pytest.mark.parametrize(
     "field,value,match",
-    [("meta_batch_size", 0, "meta_batch_size"), ("inner_lr", (-0.1,), "inner_lr"),
-     ("max_kl", 0.0, "max_kl"), ("episodes_per_task", -1, "episodes_per_task"),
-     ("env", "Nope-v0", "unknown task family"), ("gamma", 1.5, "gamma"),
-     ("env_kwargs", "{bad", "JSON")],
+    [
+        ("meta_batch_size", 0, "meta_batch_size"),
+        ("inner_lr", (-0.1,), "inner_lr"),
+        ("max_kl", 0.0, "max_kl"),
+        ("episodes_per_task", -1, "episodes_per_task"),
+        ("env", "Nope-v0", "unknown task family"),
+        ("gamma", 1.5, "gamma"),
+        ("env_kwargs", "{bad", "JSON"),
+    ],
 )
 def test_bad_config_values_are_refused(field, value, match):
     with pytest.raises(ConfigError, match=match):

@@ -82,7 +82,9 @@ def test_discounted_returns_by_hand():
     r = torch.tensor([[[1.0], [2.0], [3.0], [9.0]]])
     mask = torch.tensor([[[1.0], [1.0], [1.0], [0.0]]])
     G = discounted_returns(r, mask, 0.5)
-    torch.testing.assert_close(G[0, :, 0], torch.tensor([1 + 0.5 * 2 + 0.25 * 3, 2 + 1.5, 3.0, 0.0]))
+    torch.testing.assert_close(
+        G[0, :, 0], torch.tensor([1 + 0.5 * 2 + 0.25 * 3, 2 + 1.5, 3.0, 0.0])
+    )
 
 
 def test_linear_baseline_matches_lstsq():
@@ -115,8 +117,16 @@ def test_linear_baseline_advantages_fit_a_learnable_return():
     mask = torch.ones(tasks, T, E)
     term = torch.zeros(tasks, T, E)
     term[:, -1] = 1
-    ep = Episodes(obs, torch.zeros(tasks, T, E, 1), torch.zeros(tasks, T, E), rewards, mask, term,
-                  torch.zeros(tasks, E, 1), torch.full((tasks, E), T))
+    ep = Episodes(
+        obs,
+        torch.zeros(tasks, T, E, 1),
+        torch.zeros(tasks, T, E),
+        rewards,
+        mask,
+        term,
+        torch.zeros(tasks, E, 1),
+        torch.full((tasks, E), T),
+    )
     adv, ret = linear_baseline_advantages(ep, gamma=1.0, lam=1.0, reg_coeff=1e-8)
     # return-to-go T - t is a cubic in t: the baseline fits it, advantages vanish
     assert adv.abs().max() < 1e-3

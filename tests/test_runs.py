@@ -13,8 +13,13 @@ from fastadapt.errors import CheckpointError, RunDirError
 from fastadapt.runs import load_checkpoint, read_metrics, save_checkpoint
 from fastadapt.train import load_learner, make_learner, resume_run, train
 
-CFG = MAMLConfig(meta_batch_size=3, episodes_per_task=3, meta_iterations=4, checkpoint_every=1,
-                 keep_checkpoints=2)
+CFG = MAMLConfig(
+    meta_batch_size=3,
+    episodes_per_task=3,
+    meta_iterations=4,
+    checkpoint_every=1,
+    keep_checkpoints=2,
+)
 
 
 def final_params(run_dir):
@@ -46,7 +51,9 @@ def test_checkpoints_are_pruned_and_finished_run_is_protected(tmp_path):
     run = tmp_path / "r"
     train(make_learner("maml", CFG), run, progress=False)
     assert sorted(p.name for p in (run / "checkpoints").glob("*.json")) == [
-        "iter_000003.json", "iter_000004.json"]
+        "iter_000003.json",
+        "iter_000004.json",
+    ]
     before = (run / "model.safetensors").read_bytes()
     with pytest.raises(RunDirError, match="finished run.*--overwrite"):
         train(make_learner("maml", CFG), run, progress=False)
@@ -99,14 +106,18 @@ def test_pickle_payload_is_never_executed(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     payload = pickle.dumps({"layers.0.weight": Evil()})
     (tmp_path / "model.safetensors").write_bytes(payload)
-    (tmp_path / "model.json").write_text(json.dumps({"format": "fastadapt-checkpoint-v1",
-                                                      "sha256": "0"}))
+    (tmp_path / "model.json").write_text(
+        json.dumps({"format": "fastadapt-checkpoint-v1", "sha256": "0"})
+    )
     with pytest.raises(CheckpointError):
         load_checkpoint(tmp_path / "model.json")
     import hashlib
 
-    (tmp_path / "model.json").write_text(json.dumps({
-        "format": "fastadapt-checkpoint-v1", "sha256": hashlib.sha256(payload).hexdigest()}))
+    (tmp_path / "model.json").write_text(
+        json.dumps(
+            {"format": "fastadapt-checkpoint-v1", "sha256": hashlib.sha256(payload).hexdigest()}
+        )
+    )
     with pytest.raises(CheckpointError, match="not a valid safetensors"):
         load_checkpoint(tmp_path / "model.json")
     assert not (tmp_path / "PWNED").exists()
@@ -122,13 +133,32 @@ def test_checkpoint_roundtrip(tmp_path):
 
 def test_kill_minus_9_loses_at_most_work_since_last_checkpoint(tmp_path):
     run = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "fastadapt.cli", "train", "maml", "--run-dir", str(run),
-           "--meta-iterations", "400", "--meta-batch-size", "3", "--episodes-per-task", "3",
-           "--checkpoint-every", "2", "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fastadapt.cli",
+        "train",
+        "maml",
+        "--run-dir",
+        str(run),
+        "--meta-iterations",
+        "400",
+        "--meta-batch-size",
+        "3",
+        "--episodes-per-task",
+        "3",
+        "--checkpoint-every",
+        "2",
+        "--no-progress",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline:
-        ck = list((run / "checkpoints").glob("iter_*.json")) if (run / "checkpoints").exists() else []
+        ck = (
+            list((run / "checkpoints").glob("iter_*.json"))
+            if (run / "checkpoints").exists()
+            else []
+        )
         if len(ck) >= 2:
             break
         time.sleep(0.2)
@@ -154,14 +184,26 @@ def test_kill_minus_9_loses_at_most_work_since_last_checkpoint(tmp_path):
 @pytest.mark.parametrize(
     "algorithm,cfg",
     [
-        ("reptile", "ReptileConfig(meta_batch_size=3, episodes_per_task=3, meta_iterations=4, "
-                    "checkpoint_every=1, num_inner_steps=2)"),
-        ("promp", "ProMPConfig(meta_batch_size=3, episodes_per_task=3, meta_iterations=4, "
-                  "checkpoint_every=1, promp_steps=2)"),
-        ("rl2", "RL2Config(env='Bandit-v0', meta_batch_size=8, episodes_per_task=4, "
-                "meta_iterations=4, checkpoint_every=1, hidden_size=16, minibatches=2)"),
-        ("maml", "MAMLConfig(meta_batch_size=3, episodes_per_task=3, meta_iterations=4, "
-                 "checkpoint_every=1, task_sampler='prioritized', task_pool_size=5)"),
+        (
+            "reptile",
+            "ReptileConfig(meta_batch_size=3, episodes_per_task=3, meta_iterations=4, "
+            "checkpoint_every=1, num_inner_steps=2)",
+        ),
+        (
+            "promp",
+            "ProMPConfig(meta_batch_size=3, episodes_per_task=3, meta_iterations=4, "
+            "checkpoint_every=1, promp_steps=2)",
+        ),
+        (
+            "rl2",
+            "RL2Config(env='Bandit-v0', meta_batch_size=8, episodes_per_task=4, "
+            "meta_iterations=4, checkpoint_every=1, hidden_size=16, minibatches=2)",
+        ),
+        (
+            "maml",
+            "MAMLConfig(meta_batch_size=3, episodes_per_task=3, meta_iterations=4, "
+            "checkpoint_every=1, task_sampler='prioritized', task_pool_size=5)",
+        ),
     ],
 )
 def test_every_learner_resumes_bit_identically(tmp_path, algorithm, cfg):
@@ -183,10 +225,36 @@ def test_report_compares_runs_side_by_side(tmp_path):
     rcfg = ReptileConfig(meta_batch_size=3, episodes_per_task=3, meta_iterations=4)
     train(make_learner("reptile", rcfg), tmp_path / "reptile", progress=False)
     for run in ("maml", "reptile"):
-        assert main(["evaluate", str(tmp_path / run), "--num-tasks", "3", "--episodes-per-step", "2",
-                     "--num-steps", "1", "--baselines", "scratch", "--no-progress"]) == 0
-    assert main(["report", str(tmp_path / "maml"), str(tmp_path / "reptile"),
-                 "--out", str(tmp_path / "cmp")]) == 0
+        assert (
+            main(
+                [
+                    "evaluate",
+                    str(tmp_path / run),
+                    "--num-tasks",
+                    "3",
+                    "--episodes-per-step",
+                    "2",
+                    "--num-steps",
+                    "1",
+                    "--baselines",
+                    "scratch",
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
+    assert (
+        main(
+            [
+                "report",
+                str(tmp_path / "maml"),
+                str(tmp_path / "reptile"),
+                "--out",
+                str(tmp_path / "cmp"),
+            ]
+        )
+        == 0
+    )
     text = (tmp_path / "cmp" / "report.md").read_text()
     assert "maml (maml)" in text and "reptile (reptile)" in text
     assert (tmp_path / "cmp" / "training.png").exists()

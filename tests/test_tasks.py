@@ -17,7 +17,13 @@ from fastadapt.tasks import (
     task_to_dict,
 )
 
-ALL = ["Navigation2D-v0", "CartPoleDynamics-v0", "PendulumDynamics-v0", "Bandit-v0", "TabularMDP-v0"]
+ALL = [
+    "Navigation2D-v0",
+    "CartPoleDynamics-v0",
+    "PendulumDynamics-v0",
+    "Bandit-v0",
+    "TabularMDP-v0",
+]
 
 
 def test_all_families_listed():
@@ -48,8 +54,11 @@ def test_batch_determinism_and_task_roundtrip(fid):
             if isinstance(family.action_space, gym.spaces.Discrete):
                 a = rng.integers(0, family.action_space.n, size=env.num_envs)
             else:
-                a = rng.uniform(family.action_space.low, family.action_space.high,
-                                size=(env.num_envs, *family.action_space.shape)).astype(np.float32)
+                a = rng.uniform(
+                    family.action_space.low,
+                    family.action_space.high,
+                    size=(env.num_envs, *family.action_space.shape),
+                ).astype(np.float32)
             out.extend(env.step(a))
         return out
 
@@ -217,7 +226,7 @@ def test_gym_adapter_steps_like_the_envs():
     env = family.make_batch(tasks, 2, seed=5)
     obs = env.reset()
     assert obs.shape == (4, 3)
-    for t in range(200):
+    for _ in range(200):
         obs, r, te, tr = env.step(np.zeros((4, 1), np.float32))
     assert tr.all() and not te.any()
 

@@ -17,8 +17,12 @@ def build_family_and_policy(config: Any, family: TaskFamily | None) -> tuple[Tas
     """The config's family (or the given one) and an MLP policy for its spaces."""
     family = family or make_family(config.env, **config.env_options())
     policy = policy_for_family(
-        config.env, family.observation_space, family.action_space,
-        config.hidden or None, config.activation or None, config.init_log_std,
+        config.env,
+        family.observation_space,
+        family.action_space,
+        config.hidden or None,
+        config.activation or None,
+        config.init_log_std,
     )
     return family, policy
 
@@ -56,7 +60,7 @@ def unpack_state(
         names = list(trainable)
         for i, p in enumerate(optimizer.param_groups[0]["params"]):
             prefix = f"optim.{names[i]}."
-            st = {key[len(prefix):]: val for key, val in tensors.items() if key.startswith(prefix)}
+            st = {key[len(prefix) :]: val for key, val in tensors.items() if key.startswith(prefix)}
             if st:
                 optimizer.state[p] = {
                     k: (v.clone() if k == "step" else v.to(device)) for k, v in st.items()
@@ -67,4 +71,6 @@ def check_finite(trainable: dict[str, torch.Tensor], iteration: int) -> None:
     """Raise :class:`NonFiniteError` naming the first non-finite tensor."""
     for name, v in trainable.items():
         if not torch.isfinite(v).all():
-            raise NonFiniteError(f"parameter {name} became non-finite at meta-iteration {iteration}")
+            raise NonFiniteError(
+                f"parameter {name} became non-finite at meta-iteration {iteration}"
+            )

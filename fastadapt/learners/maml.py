@@ -29,7 +29,6 @@ from fastadapt.adaptation import (
     flat_tasks,
     inner_lr_schedule,
     make_adapt_batch,
-    per_task_log_probs,
     sample_and_adapt,
 )
 from fastadapt.config import MAMLConfig
@@ -102,13 +101,23 @@ class MAML:
         K = cfg.num_inner_steps
         seeds = [derive_seed(cfg.seed, 1, it, k) for k in range(K + 1)]
         trace = sample_and_adapt(
-            self.family, self.policy, self.meta_params, tasks, K, self.lrs(K),
-            cfg.episodes_per_task, seeds, cfg.gamma, cfg.gae_lambda,
-            cfg.normalize_advantages, self.device,
+            self.family,
+            self.policy,
+            self.meta_params,
+            tasks,
+            K,
+            self.lrs(K),
+            cfg.episodes_per_task,
+            seeds,
+            cfg.gamma,
+            cfg.gae_lambda,
+            cfg.normalize_advantages,
+            self.device,
         )
         t_sample = time.perf_counter() - t0
-        valid = make_adapt_batch(trace.episodes[-1], cfg.gamma, cfg.gae_lambda,
-                                 cfg.normalize_advantages)
+        valid = make_adapt_batch(
+            trace.episodes[-1], cfg.gamma, cfg.gae_lambda, cfg.normalize_advantages
+        )
         pre, post = (trace.episodes[i].episode_returns.mean(1) for i in (0, -1))
         self.task_sampler.update(task_idx, pre, post)
         info = self._outer_step(trace.batches, trace.grads, trace.params, valid)
@@ -177,10 +186,14 @@ class MAML:
             self.optimizer.step()
             with torch.no_grad():
                 new_loss, kl = loss_kl_fn()
-            return {"outer/kl": float(kl), "outer/surrogate_gain": float(loss.detach()) - float(new_loss),
-                    "outer/loss": float(new_loss)}
+            return {
+                "outer/kl": float(kl),
+                "outer/surrogate_gain": float(loss.detach()) - float(new_loss),
+                "outer/loss": float(new_loss),
+            }
 
         if cfg.fvp == "exact":
+
             def fvp_kl_fn() -> torch.Tensor:
                 return mean_kl(policy.dist(adapted(), obs))
         else:
@@ -196,8 +209,15 @@ class MAML:
                 return mean_kl(policy.dist(phi, obs[:, sub]), sub)
 
         info = trpo_step(
-            list(self.trainable().values()), loss_fn, loss_kl_fn, fvp_kl_fn, cfg.max_kl,
-            cfg.cg_iters, cfg.cg_damping, cfg.backtrack_ratio, cfg.line_search_steps,
+            list(self.trainable().values()),
+            loss_fn,
+            loss_kl_fn,
+            fvp_kl_fn,
+            cfg.max_kl,
+            cfg.cg_iters,
+            cfg.cg_damping,
+            cfg.backtrack_ratio,
+            cfg.line_search_steps,
         )
         return {
             "outer/kl": info.kl,

@@ -71,15 +71,25 @@ class ProMP:
         K = cfg.num_inner_steps
         lrs = self.lrs(K)
         trace = sample_and_adapt(
-            self.family, policy, self.meta_params, tasks, K, lrs, cfg.episodes_per_task,
-            [derive_seed(cfg.seed, 1, it, k) for k in range(K + 1)], cfg.gamma, cfg.gae_lambda,
-            cfg.normalize_advantages, self.device,
+            self.family,
+            policy,
+            self.meta_params,
+            tasks,
+            K,
+            lrs,
+            cfg.episodes_per_task,
+            [derive_seed(cfg.seed, 1, it, k) for k in range(K + 1)],
+            cfg.gamma,
+            cfg.gae_lambda,
+            cfg.normalize_advantages,
+            self.device,
         )
         t_sample = time.perf_counter() - t0
         pre, post = (trace.episodes[i].episode_returns.mean(1) for i in (0, -1))
         self.task_sampler.update(task_idx, pre, post)
-        valid = make_adapt_batch(trace.episodes[-1], cfg.gamma, cfg.gae_lambda,
-                                 cfg.normalize_advantages)
+        valid = make_adapt_batch(
+            trace.episodes[-1], cfg.gamma, cfg.gae_lambda, cfg.normalize_advantages
+        )
         pre_obs = flat_tasks(trace.batches[0].obs)
         pre_mask = flat_tasks(trace.batches[0].mask.unsqueeze(-1)).squeeze(-1)
         with torch.no_grad():

@@ -50,11 +50,13 @@ class Reptile:
         self.lr_schedule = inner_lr_schedule(config.inner_lr, config.num_inner_steps)
         self.inner_step_fn = (
             functools.partial(ppo_adapt_step, epochs=config.ppo_epochs, clip=config.ppo_clip)
-            if config.inner_algo == "ppo" else None
+            if config.inner_algo == "ppo"
+            else None
         )
         self.optimizer = (
             torch.optim.Adam(self.meta_params.values(), lr=config.outer_lr)
-            if config.outer == "adam" else None
+            if config.outer == "adam"
+            else None
         )
         self.iteration = 0
         self.env_steps = 0
@@ -74,15 +76,26 @@ class Reptile:
         task_idx, tasks = self.task_sampler.sample(cfg.meta_batch_size, it)
         K = cfg.num_inner_steps
         trace = sample_and_adapt(
-            self.family, self.policy, self.meta_params, tasks, K, self.lrs(K),
-            cfg.episodes_per_task, [derive_seed(cfg.seed, 1, it, k) for k in range(K + 1)],
-            cfg.gamma, cfg.gae_lambda, cfg.normalize_advantages, self.device, self.inner_step_fn,
+            self.family,
+            self.policy,
+            self.meta_params,
+            tasks,
+            K,
+            self.lrs(K),
+            cfg.episodes_per_task,
+            [derive_seed(cfg.seed, 1, it, k) for k in range(K + 1)],
+            cfg.gamma,
+            cfg.gae_lambda,
+            cfg.normalize_advantages,
+            self.device,
+            self.inner_step_fn,
         )
         pre, post = (trace.episodes[i].episode_returns.mean(1) for i in (0, -1))
         self.task_sampler.update(task_idx, pre, post)
         with torch.no_grad():
-            direction = {k: (trace.params[k] - v.unsqueeze(0)).mean(0)
-                         for k, v in self.meta_params.items()}
+            direction = {
+                k: (trace.params[k] - v.unsqueeze(0)).mean(0) for k, v in self.meta_params.items()
+            }
             if self.optimizer is None:
                 for k, v in self.meta_params.items():
                     v.add_(cfg.outer_lr * direction[k])

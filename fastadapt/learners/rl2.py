@@ -66,7 +66,9 @@ def collect_trials(
 ) -> Trials:
     """Run one trial of ``episodes`` episodes on each task, all trials in lockstep."""
     B, H = len(tasks), family.horizon
-    env_seed, act_seed = (int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(2))
+    env_seed, act_seed = (
+        int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(2)
+    )
     env = family.make_batch(tasks, 1, seed=env_seed)
     gen = torch.Generator(device=device).manual_seed(act_seed)
     discrete = isinstance(family.action_space, gym.spaces.Discrete)
@@ -74,8 +76,11 @@ def collect_trials(
     A, D = policy.action_dim, rl2_input_dim(policy.obs_dim, policy.action_dim)
     L = episodes * H
     inputs = torch.zeros(B, L, D, device=device)
-    actions = torch.zeros((B, L) if discrete else (B, L, A), device=device,
-                          dtype=torch.long if discrete else torch.float32)
+    actions = torch.zeros(
+        (B, L) if discrete else (B, L, A),
+        device=device,
+        dtype=torch.long if discrete else torch.float32,
+    )
     logps, values, rewards, mask = (torch.zeros(B, L, device=device) for _ in range(4))
     ep_returns = torch.zeros(B, episodes, device=device)
     pos = torch.zeros(B, dtype=torch.long, device=device)
@@ -88,14 +93,17 @@ def collect_trials(
         obs = env.reset()
         alive = torch.ones(B, dtype=torch.bool, device=device)
         for t in range(H):
-            x = torch.cat([torch.as_tensor(obs, device=device), prev_a, prev_r[:, None],
-                           prev_d[:, None]], dim=1)
+            x = torch.cat(
+                [torch.as_tensor(obs, device=device), prev_a, prev_r[:, None], prev_d[:, None]],
+                dim=1,
+            )
             inputs[rows[alive], pos[alive]] = x[alive]
             if policy.kind == "transformer":  # causal: padding past each trial's position is unseen
                 upto = int(pos.max()) + 1
                 dist, v, _ = policy(inputs[:, :upto])
-                dist = type(dist)(dist.loc[rows, pos], None if dist.log_std is None
-                                  else dist.log_std[rows, pos])
+                dist = type(dist)(
+                    dist.loc[rows, pos], None if dist.log_std is None else dist.log_std[rows, pos]
+                )
                 v = v[rows, pos]
             else:
                 dist, v, new_state = policy.step(x, state)
@@ -121,8 +129,15 @@ def collect_trials(
             if not alive.any():
                 break
     T = int(pos.max())
-    return Trials(inputs[:, :T], actions[:, :T], logps[:, :T], values[:, :T], rewards[:, :T],
-                  mask[:, :T], ep_returns)
+    return Trials(
+        inputs[:, :T],
+        actions[:, :T],
+        logps[:, :T],
+        values[:, :T],
+        rewards[:, :T],
+        mask[:, :T],
+        ep_returns,
+    )
 
 
 def trial_advantages(trials: Trials, gamma: float, lam: float) -> torch.Tensor:
@@ -150,9 +165,15 @@ class RL2:
         self.device = torch.device(config.device)
         torch.manual_seed(derive_seed(config.seed, 0))
         self.policy = SequencePolicy(
-            obs_space.shape[0], int(act_space.n) if discrete else act_space.shape[0], discrete,
-            config.policy, config.hidden_size, config.layers, config.heads,
-            max_len=config.episodes_per_task * self.family.horizon, init_log_std=config.init_log_std,
+            obs_space.shape[0],
+            int(act_space.n) if discrete else act_space.shape[0],
+            discrete,
+            config.policy,
+            config.hidden_size,
+            config.layers,
+            config.heads,
+            max_len=config.episodes_per_task * self.family.horizon,
+            init_log_std=config.init_log_std,
         ).to(self.device)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.lr, eps=1e-5)
         self.task_sampler = make_task_sampler(config, self.family)
@@ -167,8 +188,14 @@ class RL2:
         cfg, it, pol = self.config, self.iteration, self.policy
         t0 = time.perf_counter()
         task_idx, tasks = self.task_sampler.sample(cfg.meta_batch_size, it)
-        trials = collect_trials(self.family, pol, tasks, cfg.episodes_per_task,
-                                derive_seed(cfg.seed, 1, it), self.device)
+        trials = collect_trials(
+            self.family,
+            pol,
+            tasks,
+            cfg.episodes_per_task,
+            derive_seed(cfg.seed, 1, it),
+            self.device,
+        )
         t_sample = time.perf_counter() - t0
         ep = trials.episode_returns
         self.task_sampler.update(task_idx, ep[:, 0], ep[:, -1])
@@ -188,7 +215,12 @@ class RL2:
                 ratio = torch.exp(logp - trials.log_probs[mb])
                 a, mm = norm_adv[mb], m[mb]
                 n = mm.sum().clamp_min(1)
-                pg = -(torch.minimum(ratio * a, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * a) * mm).sum() / n
+                pg = (
+                    -(
+                        torch.minimum(ratio * a, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * a) * mm
+                    ).sum()
+                    / n
+                )
                 vf = (((v - returns[mb]) ** 2) * mm).sum() / n
                 ent = (pol.dist_ops.entropy(dist) * mm).sum() / n
                 loss = pg + cfg.value_coef * vf - cfg.entropy_coef * ent
@@ -232,8 +264,9 @@ class RL2:
         self.env_steps = int(meta["env_steps"])
 
 
-def evaluate_rl2(learner: RL2, num_tasks: int = 100, seed: int = 1000,
-                 deterministic: bool = False) -> dict[str, Any]:
+def evaluate_rl2(
+    learner: RL2, num_tasks: int = 100, seed: int = 1000, deterministic: bool = False
+) -> dict[str, Any]:
     """Held-out tasks: the return of each episode within a trial (mean and 95% CI over tasks) and
     the total reward per trial. Adaptation happens in the hidden state, without gradients."""
     from fastadapt.evaluation import summarize
@@ -241,8 +274,15 @@ def evaluate_rl2(learner: RL2, num_tasks: int = 100, seed: int = 1000,
 
     lc = learner.config
     tasks = sample_tasks(learner.family, num_tasks, lc.seed, split="test")
-    trials = collect_trials(learner.family, learner.policy, tasks, lc.episodes_per_task,
-                            derive_seed(seed, 7), learner.device, deterministic)
+    trials = collect_trials(
+        learner.family,
+        learner.policy,
+        tasks,
+        lc.episodes_per_task,
+        derive_seed(seed, 7),
+        learner.device,
+        deterministic,
+    )
     ep = trials.episode_returns.cpu().numpy()  # [tasks, episodes]
     from fastadapt.evaluation import mean_ci95
 
@@ -252,8 +292,12 @@ def evaluate_rl2(learner: RL2, num_tasks: int = 100, seed: int = 1000,
         "algorithm": "rl2",
         "meta_iterations": learner.iteration,
         "x_label": "episode within the trial",
-        "protocol": {"num_tasks": num_tasks, "episodes_per_trial": lc.episodes_per_task,
-                     "seed": seed, "deterministic": deterministic},
+        "protocol": {
+            "num_tasks": num_tasks,
+            "episodes_per_trial": lc.episodes_per_task,
+            "seed": seed,
+            "deterministic": deterministic,
+        },
         "test_tasks": [task_to_dict(t) for t in tasks[:10]],
         "total_reward": {"mean": total, "ci95": total_ci},
         "returns": {"rl2": summarize(ep.T)},

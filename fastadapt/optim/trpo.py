@@ -105,7 +105,9 @@ def trpo_step(
     KL whose Hessian serves as the Fisher."""
     loss = loss_fn()
     grads = torch.autograd.grad(loss, params, allow_unused=True)
-    g = flatten([torch.zeros_like(p) if x is None else x for x, p in zip(grads, params, strict=True)])
+    g = flatten(
+        [torch.zeros_like(p) if x is None else x for x, p in zip(grads, params, strict=True)]
+    )
     loss_before = float(loss.detach())
     fvp = hessian_vector_product(fvp_kl_fn, params, cg_damping)
     step_dir = conjugate_gradient(fvp, -g, cg_iters)

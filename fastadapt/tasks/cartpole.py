@@ -71,9 +71,7 @@ class CartPoleDynamics(ArrayTaskFamily):
         if horizon <= 0:
             raise ConfigError(f"horizon must be positive, got {horizon}")
         self.p_reversed, self.horizon = p_reversed, horizon
-        high = np.array(
-            [X_THRESHOLD * 2, np.inf, THETA_THRESHOLD * 2, np.inf], dtype=np.float32
-        )
+        high = np.array([X_THRESHOLD * 2, np.inf, THETA_THRESHOLD * 2, np.inf], dtype=np.float32)
         self.observation_space = gym.spaces.Box(-high, high, dtype=np.float32)
         self.action_space = gym.spaces.Discrete(2)
 
@@ -118,7 +116,12 @@ class CartPoleDynamics(ArrayTaskFamily):
         )
         xacc = temp - polemass_length * thetaacc * costheta / total_mass
         new = np.stack(
-            [x + TAU * x_dot, x_dot + TAU * xacc, theta + TAU * theta_dot, theta_dot + TAU * thetaacc],
+            [
+                x + TAU * x_dot,
+                x_dot + TAU * xacc,
+                theta + TAU * theta_dot,
+                theta_dot + TAU * thetaacc,
+            ],
             axis=1,
         )
         terminated = (np.abs(new[:, 0]) > X_THRESHOLD) | (np.abs(new[:, 2]) > THETA_THRESHOLD)

@@ -101,7 +101,9 @@ class BatchEnv(Protocol):
 
     def reset(self) -> np.ndarray: ...
 
-    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]: ...
+    def step(
+        self, actions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]: ...
 
 
 @runtime_checkable
@@ -201,10 +203,16 @@ class ArrayTaskFamily:
         if isinstance(space, gym.spaces.Discrete):
             actions = np.asarray(actions)
             if actions.shape != (n,):
-                raise SpaceError(f"{self.id}: expected actions of shape ({n},), got {actions.shape}")
+                raise SpaceError(
+                    f"{self.id}: expected actions of shape ({n},), got {actions.shape}"
+                )
             if not np.issubdtype(actions.dtype, np.integer):
-                raise SpaceError(f"{self.id}: discrete actions must be integers, got {actions.dtype}")
-            if actions.size and (actions.min() < space.start or actions.max() >= space.start + space.n):
+                raise SpaceError(
+                    f"{self.id}: discrete actions must be integers, got {actions.dtype}"
+                )
+            if actions.size and (
+                actions.min() < space.start or actions.max() >= space.start + space.n
+            ):
                 bad = actions[(actions < space.start) | (actions >= space.start + space.n)][0]
                 raise SpaceError(f"{self.id}: action {bad} outside {space}")
             return actions

@@ -33,9 +33,7 @@ class Navigation2D(ArrayTaskFamily):
     id = "Navigation2D-v0"
     task_type = NavigationTask
 
-    def __init__(
-        self, goal_low: float = -0.5, goal_high: float = 0.5, horizon: int = 100
-    ) -> None:
+    def __init__(self, goal_low: float = -0.5, goal_high: float = 0.5, horizon: int = 100) -> None:
         check_range("goal", goal_low, goal_high)
         if horizon <= 0:
             raise ConfigError(f"horizon must be positive, got {horizon}")
