@@ -93,6 +93,13 @@ class CommonConfig:
         self.env_options()
 
 
+def _check_inner(cfg: Any, min_steps: int) -> None:
+    if cfg.num_inner_steps < min_steps:
+        raise ConfigError(f"num_inner_steps must be >= {min_steps}, got {cfg.num_inner_steps}")
+    if not cfg.inner_lr or any(not lr > 0 for lr in cfg.inner_lr):
+        raise ConfigError(f"inner_lr must be positive, got {cfg.inner_lr}")
+
+
 @dataclass
 class MAMLConfig(CommonConfig):
     """MAML (and Meta-SGD) with a policy-gradient inner loop and a TRPO or Adam outer loop."""
@@ -129,10 +136,7 @@ class MAMLConfig(CommonConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.num_inner_steps < 0:
-            raise ConfigError(f"num_inner_steps must be >= 0, got {self.num_inner_steps}")
-        if not self.inner_lr or any(not lr > 0 for lr in self.inner_lr):
-            raise ConfigError(f"inner_lr must be positive, got {self.inner_lr}")
+        _check_inner(self, min_steps=0)
         for name in ("outer_lr", "max_kl", "cg_iters", "fisher_subsample", "line_search_steps"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
@@ -163,10 +167,7 @@ class ReptileConfig(CommonConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.num_inner_steps <= 0:
-            raise ConfigError(f"num_inner_steps must be positive, got {self.num_inner_steps}")
-        if not self.inner_lr or any(not lr > 0 for lr in self.inner_lr):
-            raise ConfigError(f"inner_lr must be positive, got {self.inner_lr}")
+        _check_inner(self, min_steps=1)
         for name in ("ppo_epochs", "ppo_clip", "outer_lr"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
@@ -198,10 +199,7 @@ class ProMPConfig(CommonConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.num_inner_steps <= 0:
-            raise ConfigError(f"num_inner_steps must be positive, got {self.num_inner_steps}")
-        if not self.inner_lr or any(not lr > 0 for lr in self.inner_lr):
-            raise ConfigError(f"inner_lr must be positive, got {self.inner_lr}")
+        _check_inner(self, min_steps=1)
         for name in ("outer_lr", "promp_steps", "clip", "target_inner_kl"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -144,11 +145,14 @@ def train(
     done_here = 0
     try:
         while learner.iteration < cfg.meta_iterations:
+            t_step = time.perf_counter()
             try:
                 metrics = learner.step()
             except NonFiniteError as e:
                 last = _last_checkpoint_name(run_dir)
                 raise NonFiniteError(f"{e}; the last good checkpoint is kept: {last}") from None
+            learner.wall_s = getattr(learner, "wall_s", 0.0) + time.perf_counter() - t_step
+            metrics["time/wall_s"] = learner.wall_s
             logger.log(metrics)
             bar.update(1)
             bar.set_postfix(

@@ -13,6 +13,50 @@ from fastadapt.tasks import make_family
 from fastadapt.tasks.core import TaskFamily, derive_seed
 
 
+def setup_learner(learner: Any, config: Any, family: TaskFamily | None) -> None:
+    """The set-up every MLP-policy learner shares: validated config, family, policy, device,
+    seeded meta-parameters, task sampler, zeroed counters."""
+    from fastadapt.task_sampling import make_task_sampler
+
+    config.validate()
+    learner.config = config
+    learner.family, learner.policy = build_family_and_policy(config, family)
+    learner.device = torch.device(config.device)
+    learner.meta_params = init_meta_params(learner.policy, config.seed, learner.device)
+    learner.task_sampler = make_task_sampler(config, learner.family)
+    learner.iteration = 0
+    learner.env_steps = 0
+
+
+class Checkpointable:
+    """What a learner's checkpoint holds, from its ``trainable()``, ``optimizer``, ``task_sampler``,
+    ``device``, counters, and the attributes named in ``extra_meta`` (JSON scalars)."""
+
+    extra_meta: tuple[str, ...] = ()
+
+    def state_tensors(self: Any) -> dict[str, torch.Tensor]:
+        """Every tensor needed to continue exactly: parameters, optimizer state, sampler scores."""
+        return {**pack_state(self.trainable(), self.optimizer), **self.task_sampler.state_tensors()}
+
+    def state_meta(self: Any) -> dict[str, Any]:
+        """JSON-ready counters (and ``extra_meta``)."""
+        return {
+            "iteration": self.iteration,
+            "env_steps": self.env_steps,
+            **{k: getattr(self, k) for k in self.extra_meta},
+        }
+
+    def load_state(self: Any, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        """Restore from :meth:`state_tensors` / :meth:`state_meta` (shapes already checked)."""
+        unpack_state(self.trainable(), self.optimizer, tensors, self.device)
+        self.task_sampler.load_state(tensors)
+        self.iteration = int(meta["iteration"])
+        self.env_steps = int(meta["env_steps"])
+        self.wall_s = float(meta.get("wall_s", 0.0))
+        for k in self.extra_meta:
+            setattr(self, k, meta[k])
+
+
 def build_family_and_policy(config: Any, family: TaskFamily | None) -> tuple[TaskFamily, MLPPolicy]:
     """The config's family (or the given one) and an MLP policy for its spaces."""
     family = family or make_family(config.env, **config.env_options())

@@ -17,7 +17,6 @@ Meta-SGD adds a learning rate per parameter, meta-learned with the policy.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import torch
 
@@ -32,33 +31,21 @@ from fastadapt.adaptation import (
     sample_and_adapt,
 )
 from fastadapt.config import MAMLConfig
-from fastadapt.learners.common import (
-    build_family_and_policy,
-    check_finite,
-    init_meta_params,
-    pack_state,
-    unpack_state,
-)
+from fastadapt.learners.common import Checkpointable, check_finite, setup_learner
 from fastadapt.optim.trpo import trpo_step
 from fastadapt.policies import Params, expand_params
-from fastadapt.task_sampling import make_task_sampler
 from fastadapt.tasks.core import TaskFamily, derive_seed
 
 LR_PREFIX = "inner_lr."
 
 
-class MAML:
+class MAML(Checkpointable):
     """The state of a MAML / Meta-SGD run and its meta-iteration (:meth:`step`)."""
 
     algorithm = "maml"
 
     def __init__(self, config: MAMLConfig, family: TaskFamily | None = None) -> None:
-        config.validate()
-        self.config = config
-        self.family, self.policy = build_family_and_policy(config, family)
-        self.device = torch.device(config.device)
-        self.meta_params: Params = init_meta_params(self.policy, config.seed, self.device)
-        self.task_sampler = make_task_sampler(config, self.family)
+        setup_learner(self, config, family)
         schedule = inner_lr_schedule(config.inner_lr, max(config.num_inner_steps, 1))
         self.inner_lrs: Params = {}
         if config.meta_sgd:
@@ -72,8 +59,6 @@ class MAML:
             if config.outer == "adam"
             else None
         )
-        self.iteration = 0
-        self.env_steps = 0
 
     @property
     def name(self) -> str:
@@ -226,24 +211,6 @@ class MAML:
             "outer/step_fraction": info.step_fraction,
             "outer/accepted": float(info.accepted),
         }
-
-    # ---- state for checkpoints ------------------------------------------------------------------
-
-    def state_tensors(self) -> dict[str, torch.Tensor]:
-        """Every tensor needed to continue exactly: parameters, learning rates, optimizer state,
-        task-sampler scores."""
-        return {**pack_state(self.trainable(), self.optimizer), **self.task_sampler.state_tensors()}
-
-    def state_meta(self) -> dict[str, Any]:
-        """JSON-ready counters and architecture."""
-        return {"iteration": self.iteration, "env_steps": self.env_steps}
-
-    def load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        """Restore from :meth:`state_tensors` / :meth:`state_meta` (shapes already checked)."""
-        unpack_state(self.trainable(), self.optimizer, tensors, self.device)
-        self.task_sampler.load_state(tensors)
-        self.iteration = int(meta["iteration"])
-        self.env_steps = int(meta["env_steps"])
 
 
 def _per_task(params: Params, num_tasks: int) -> Params:

@@ -14,7 +14,6 @@ One meta-iteration:
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import torch
 
@@ -27,35 +26,21 @@ from fastadapt.adaptation import (
     sample_and_adapt,
 )
 from fastadapt.config import ProMPConfig
-from fastadapt.learners.common import (
-    build_family_and_policy,
-    check_finite,
-    init_meta_params,
-    pack_state,
-    unpack_state,
-)
-from fastadapt.policies import Params
-from fastadapt.task_sampling import make_task_sampler
+from fastadapt.learners.common import Checkpointable, check_finite, setup_learner
 from fastadapt.tasks.core import TaskFamily, derive_seed
 
 
-class ProMP:
+class ProMP(Checkpointable):
     """The state of a ProMP run and its meta-iteration (:meth:`step`)."""
 
     name = "promp"
+    extra_meta = ("kl_coef",)
 
     def __init__(self, config: ProMPConfig, family: TaskFamily | None = None) -> None:
-        config.validate()
-        self.config = config
-        self.family, self.policy = build_family_and_policy(config, family)
-        self.device = torch.device(config.device)
-        self.meta_params: Params = init_meta_params(self.policy, config.seed, self.device)
-        self.task_sampler = make_task_sampler(config, self.family)
+        setup_learner(self, config, family)
         self.lr_schedule = inner_lr_schedule(config.inner_lr, config.num_inner_steps)
         self.optimizer = torch.optim.Adam(self.meta_params.values(), lr=config.outer_lr)
         self.kl_coef = config.kl_coef
-        self.iteration = 0
-        self.env_steps = 0
 
     def trainable(self) -> dict[str, torch.Tensor]:
         return dict(self.meta_params)
@@ -130,16 +115,3 @@ class ProMP:
             "time/sampling_s": t_sample,
             "time/env_steps_per_s": steps / t_sample,
         }
-
-    def state_tensors(self) -> dict[str, torch.Tensor]:
-        return {**pack_state(self.trainable(), self.optimizer), **self.task_sampler.state_tensors()}
-
-    def state_meta(self) -> dict[str, Any]:
-        return {"iteration": self.iteration, "env_steps": self.env_steps, "kl_coef": self.kl_coef}
-
-    def load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        unpack_state(self.trainable(), self.optimizer, tensors, self.device)
-        self.task_sampler.load_state(tensors)
-        self.iteration = int(meta["iteration"])
-        self.env_steps = int(meta["env_steps"])
-        self.kl_coef = float(meta["kl_coef"])

@@ -17,36 +17,22 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Any
 
 import torch
 
 from fastadapt.adaptation import inner_lr_schedule, ppo_adapt_step, sample_and_adapt
 from fastadapt.config import ReptileConfig
-from fastadapt.learners.common import (
-    build_family_and_policy,
-    check_finite,
-    init_meta_params,
-    pack_state,
-    unpack_state,
-)
-from fastadapt.policies import Params
-from fastadapt.task_sampling import make_task_sampler
+from fastadapt.learners.common import Checkpointable, check_finite, setup_learner
 from fastadapt.tasks.core import TaskFamily, derive_seed
 
 
-class Reptile:
+class Reptile(Checkpointable):
     """The state of a Reptile run and its meta-iteration (:meth:`step`)."""
 
     name = "reptile"
 
     def __init__(self, config: ReptileConfig, family: TaskFamily | None = None) -> None:
-        config.validate()
-        self.config = config
-        self.family, self.policy = build_family_and_policy(config, family)
-        self.device = torch.device(config.device)
-        self.meta_params: Params = init_meta_params(self.policy, config.seed, self.device)
-        self.task_sampler = make_task_sampler(config, self.family)
+        setup_learner(self, config, family)
         self.lr_schedule = inner_lr_schedule(config.inner_lr, config.num_inner_steps)
         self.inner_step_fn = (
             functools.partial(ppo_adapt_step, epochs=config.ppo_epochs, clip=config.ppo_clip)
@@ -58,8 +44,6 @@ class Reptile:
             if config.outer == "adam"
             else None
         )
-        self.iteration = 0
-        self.env_steps = 0
 
     def trainable(self) -> dict[str, torch.Tensor]:
         """The meta-learned tensors by name."""
@@ -117,16 +101,3 @@ class Reptile:
             "time/iteration_s": dt,
             "time/env_steps_per_s": steps / dt,
         }
-
-    def state_tensors(self) -> dict[str, torch.Tensor]:
-        """Parameters, optimizer state and task-sampler scores."""
-        return {**pack_state(self.trainable(), self.optimizer), **self.task_sampler.state_tensors()}
-
-    def state_meta(self) -> dict[str, Any]:
-        return {"iteration": self.iteration, "env_steps": self.env_steps}
-
-    def load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        unpack_state(self.trainable(), self.optimizer, tensors, self.device)
-        self.task_sampler.load_state(tensors)
-        self.iteration = int(meta["iteration"])
-        self.env_steps = int(meta["env_steps"])

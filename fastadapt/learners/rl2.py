@@ -28,7 +28,7 @@ import torch.nn as nn
 
 from fastadapt.config import RL2Config
 from fastadapt.errors import ConfigError
-from fastadapt.learners.common import check_finite, pack_state, unpack_state
+from fastadapt.learners.common import Checkpointable, check_finite
 from fastadapt.returns import gae
 from fastadapt.sampling import ActionMap, _check_finite
 from fastadapt.sequence_policies import SequencePolicy, rl2_input_dim, select_state
@@ -149,7 +149,7 @@ def trial_advantages(trials: Trials, gamma: float, lam: float) -> torch.Tensor:
     return adv.squeeze(-1)
 
 
-class RL2:
+class RL2(Checkpointable):
     """The state of an RL² run and its iteration (:meth:`step`)."""
 
     name = "rl2"
@@ -250,18 +250,6 @@ class RL2:
             "time/sampling_s": t_sample,
             "time/env_steps_per_s": steps / t_sample,
         }
-
-    def state_tensors(self) -> dict[str, torch.Tensor]:
-        return {**pack_state(self.trainable(), self.optimizer), **self.task_sampler.state_tensors()}
-
-    def state_meta(self) -> dict[str, Any]:
-        return {"iteration": self.iteration, "env_steps": self.env_steps}
-
-    def load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        unpack_state(self.trainable(), self.optimizer, tensors, self.device)
-        self.task_sampler.load_state(tensors)
-        self.iteration = int(meta["iteration"])
-        self.env_steps = int(meta["env_steps"])
 
 
 def evaluate_rl2(
