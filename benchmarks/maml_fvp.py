@@ -8,9 +8,11 @@ meta-iteration, the post-adaptation return over the last 10 iterations, and the 
 any accepted step had (the line search checks the exact KL through the second-order adaptation, so
 it must stay <= max_kl whatever Fisher the step direction used).
 
-Candidates: ``exact`` (the KL Hessian through the second-order adaptation, all samples) and
+Candidates: ``exact`` (the KL Hessian through the second-order adaptation, all samples),
 ``adapted/N`` (the Fisher at the adapted parameters with the inner gradients held fixed, every N-th
-sample). Writes {"results": [{"fvp", "fisher_subsample", "seconds_per_meta_iteration",
+sample) and ``subsampled/N`` (the exact Gauss-Newton Fisher through the adaptation, inner Hessians
+and KL on every N-th episode/sample). Each runs ``--seeds`` seeds; the table also gives each
+candidate's Fisher-vector product's relative error against the exact one on the same batch. Writes {"results": [{"fvp", "fisher_subsample", "seconds_per_meta_iteration",
 "post_adapt_return_last10", "max_kl", ...}], "ratio_exact_over_default": ...}.
 """
 

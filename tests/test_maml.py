@@ -113,3 +113,34 @@ def test_bad_config_values_are_refused(field, value, match):
 def test_unknown_algorithm_is_refused():
     with pytest.raises(ConfigError, match="unknown algorithm"):
         make_learner("ppo-maml", SMALL)
+
+
+def _fvp(mode, every, v=None):
+    import fastadapt.learners.maml as M
+    import fastadapt.optim.trpo as T
+
+    captured = {}
+
+    def capture(params, loss_fn, loss_kl_fn, fvp_kl_fn, *args):
+        captured.update(params=params, fvp=fvp_kl_fn)
+        return T.TRPOInfo(False, 0, 0, 0, 0, 0, 0)
+
+    original = M.trpo_step
+    M.trpo_step = capture
+    try:
+        cfg = dataclasses.replace(SMALL, episodes_per_task=10, fvp=mode, fisher_subsample=every)
+        MAML(cfg).step()
+    finally:
+        M.trpo_step = original
+    params = captured["params"]
+    v = torch.randn(sum(p.numel() for p in params), generator=torch.Generator().manual_seed(0))
+    return T.hessian_vector_product(captured["fvp"], params, 0.0)(v)
+
+
+def test_fisher_approximations_against_the_exact_fisher_vector_product():
+    exact = _fvp("exact", 1)
+    # the linearized Gauss-Newton Fisher on all samples is the exact one
+    torch.testing.assert_close(_fvp("subsampled", 1), exact, rtol=1e-4, atol=1e-6)
+    # the adapted-parameter Fisher (inner Jacobian taken as identity) is close to it
+    adapted = _fvp("adapted", 1)
+    assert float((adapted - exact).norm() / exact.norm()) < 0.1

@@ -24,8 +24,10 @@ from fastadapt.adaptation import (
     AdaptBatch,
     InnerLR,
     adapt,
+    adapt_step,
     apply_inner_update,
     flat_tasks,
+    inner_loss,
     inner_lr_schedule,
     make_adapt_batch,
     sample_and_adapt,
@@ -177,15 +179,25 @@ class MAML(Checkpointable):
                 "outer/loss": float(new_loss),
             }
 
+        sub = slice(None, None, cfg.fisher_subsample)
         if cfg.fvp == "exact":
 
             def fvp_kl_fn() -> torch.Tensor:
                 return mean_kl(policy.dist(adapted(), obs))
+        elif cfg.fvp == "subsampled":
+            fvp_kl_fn = _subsampled_exact_kl(
+                policy,
+                self.meta_params,
+                batches,
+                grads,
+                lrs,
+                cfg.fisher_subsample,
+                lambda phi: mean_kl(policy.dist(phi, obs[:, sub]), sub),
+            )
         else:
             # Fisher at the adapted parameters: phi(theta) = theta - sum_k lr_k g_k with the inner
             # gradients g_k held at their current values (the adaptation's first-order Jacobian),
             # on every `fisher_subsample`-th sample.
-            sub = slice(None, None, cfg.fisher_subsample)
 
             def fvp_kl_fn() -> torch.Tensor:
                 phi = expand_params(self.meta_params, num_tasks)
@@ -215,3 +227,32 @@ class MAML(Checkpointable):
 
 def _per_task(params: Params, num_tasks: int) -> Params:
     return params if params["layers.0.weight"].dim() == 3 else expand_params(params, num_tasks)
+
+
+def _subsampled_exact_kl(policy, meta_params, batches, grads, lrs, every, kl_of):
+    """A KL whose Hessian at the current meta-parameters is the exact Gauss-Newton Fisher
+    ``J^T F J`` through the adaptation, with the inner Hessians in ``J = prod(I - lr H_k)`` estimated
+    on every ``every``-th episode of each pre-update batch (and ``F`` on the subsampled post-update
+    samples ``kl_of`` uses). The adaptation is linearized around the sampled one,
+    ``phi_k = phi_{k-1} - lr_k (g_k + g_k^sub(phi_{k-1}) - g_k^sub(phi_{k-1}^old))``, so the KL's
+    gradient vanishes at the current point and its Hessian there is exactly ``J^T F J``."""
+    num_tasks = batches[0].obs.shape[0]
+    subs = [AdaptBatch(*(None if x is None else x[:, :, ::every] for x in b)) for b in batches]
+    anchors, phi_old = [], expand_params({k: v.detach() for k, v in meta_params.items()}, num_tasks)
+    for b, g, lr in zip(subs, grads, lrs, strict=True):
+        _, g_sub = adapt_step(policy, phi_old, b, lr, first_order=True)
+        anchors.append(g_sub)
+        phi_old = {k: v.detach() for k, v in apply_inner_update(phi_old, g, lr).items()}
+
+    def kl() -> torch.Tensor:
+        phi = expand_params(meta_params, num_tasks)
+        for b, g, g_anchor, lr in zip(subs, grads, anchors, lrs, strict=True):
+            names = list(phi)
+            g_sub = torch.autograd.grad(
+                inner_loss(policy, phi, b).sum(), [phi[k] for k in names], create_graph=True
+            )
+            step = {k: g[k] + gs - g_anchor[k] for k, gs in zip(names, g_sub, strict=True)}
+            phi = apply_inner_update(phi, step, lr)
+        return kl_of(phi)
+
+    return kl
