@@ -30,6 +30,7 @@ def test_all_families_listed():
     assert sorted(ALL) == family_names()
 
 
+@pytest.mark.filterwarnings("ignore:.*(infinity|symmetric and normalized).*:UserWarning")
 @pytest.mark.parametrize("fid", ALL)
 def test_check_env_default_and_sampled(fid):
     check_env(gym.make(f"fastadapt/{fid}").unwrapped, skip_render_check=True)
