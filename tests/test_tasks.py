@@ -241,3 +241,19 @@ def test_gym_adapter_refuses_mismatched_spaces():
     )
     with pytest.raises(SpaceError, match="observation space"):
         family.make_batch(["a", "b"], 1).reset()
+
+
+def test_cartpole_goal_reward_needs_the_unobserved_goal():
+    family = make_family("CartPoleDynamics-v0")
+    tasks = sample_tasks(family, 50, seed=0)
+    assert all(t.goal_weight == 1.0 for t in tasks) and len({t.goal_x for t in tasks}) == 50
+    near, far = CartPoleTask(goal_x=0.0, goal_weight=1.0), CartPoleTask(goal_x=1.2, goal_weight=1.0)
+    env = family.make_batch([near, far], 1, seed=0)
+    env.reset()
+    env.state[:] = 0.0
+    obs, r, te, tr = env.step(np.array([1, 1]))
+    np.testing.assert_array_equal(obs[0], obs[1])  # the goal is not observed
+    assert r[0] > r[1] and r[1] == pytest.approx(1 - abs(obs[1, 0] - 1.2) / 2.4, abs=1e-6)
+    # the physics-only distribution is available too
+    plain = make_family("CartPoleDynamics-v0", goal_weight=0.0)
+    assert all(t.goal_weight == 0.0 for t in sample_tasks(plain, 5, seed=0))
