@@ -20,12 +20,15 @@ def plot_adaptation(results: Mapping[str, Mapping[str, Any]], path: Path) -> Pat
     """Return vs adaptation step (mean and 95% CI band) for every method of every result.
     ``results`` maps a run label ("" for one run) to its ``eval.json`` content."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    floor = _axis_floor([m["mean"] for r in results.values() for m in r["returns"].values()])
     for label, result in results.items():
         for method, m in result["returns"].items():
             steps = list(range(len(m["mean"])))
             lo = [mu - ci for mu, ci in zip(m["mean"], m["ci95"], strict=True)]
             hi = [mu + ci for mu, ci in zip(m["mean"], m["ci95"], strict=True)]
             name = f"{label}: {method}" if label else method
+            if floor is not None and min(m["mean"]) < floor:
+                name += f" (off the axis, down to {min(m['mean']):.0f})"
             (line,) = ax.plot(steps, m["mean"], marker="o", label=name)
             ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2)
         paper = result.get("paper")
@@ -36,8 +39,13 @@ def plot_adaptation(results: Mapping[str, Mapping[str, Any]], path: Path) -> Pat
     ax.set_ylabel("average return (held-out tasks)")
     ax.set_title(f"Adaptation on {first.get('env', '')}")
     ax.set_xticks(range(len(next(iter(first["returns"].values()))["mean"])))
+    if floor is not None:
+        top = max(
+            max(m) for r in results.values() for m in (x["mean"] for x in r["returns"].values())
+        )
+        ax.set_ylim(floor, top + 0.1 * (top - floor))
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize="small")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -120,10 +128,13 @@ def write_report(run_dirs: Sequence[Path | str], out: Path | str | None = None) 
                     f"state); mean ± 95% CI over tasks."
                 )
             else:
+                lrs = result.get("inner_lr", {"all": p["inner_lr"]})
+                lr_text = "; ".join(
+                    f"{name} {', '.join(f'{x:.3g}' for x in v)}" for name, v in lrs.items()
+                )
                 how = (
                     f"{p['num_tasks']} held-out tasks, {p['episodes_per_step']} episodes per "
-                    f"step, inner learning rates {result.get('inner_lr', p['inner_lr'])}; "
-                    f"mean ± 95% CI over tasks."
+                    f"step; inner learning rate per step: {lr_text}; mean ± 95% CI over tasks."
                 )
             lines += [
                 f"### {label}",
@@ -136,6 +147,16 @@ def write_report(run_dirs: Sequence[Path | str], out: Path | str | None = None) 
     path = out_dir / "report.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def _axis_floor(curves: Sequence[Sequence[float]]) -> float | None:
+    """A lower y-limit that keeps the readable curves readable: if some curve falls far below the
+    spread of the starting returns (e.g. a baseline whose adaptation diverges), cut the axis there
+    and say so in that curve's label. ``None`` when every curve fits."""
+    starts = [c[0] for c in curves]
+    lo, hi = min(starts), max(max(c) for c in curves)
+    floor = lo - 0.5 * max(hi - lo, 1e-9)
+    return floor if any(min(c) < floor for c in curves) else None
 
 
 def _median(xs: Sequence[float]) -> float:
