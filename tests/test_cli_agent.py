@@ -173,3 +173,38 @@ def test_agent_adapts_to_a_users_env_and_refuses_mismatched_spaces(trained):
     assert len(returns) == 2 and all(np.isfinite(returns))
     with pytest.raises(SpaceError, match="do not match"):
         agent.adapt(gym.make("CartPole-v1"), steps=1, episodes=2)
+
+
+def test_rl2_through_the_cli(tmp_path, capsys):
+    run = tmp_path / "rl2"
+    assert (
+        main(
+            [
+                "train",
+                "rl2",
+                "--env",
+                "Bandit-v0",
+                "--episodes-per-task",
+                "4",
+                "--meta-batch-size",
+                "8",
+                "--minibatches",
+                "2",
+                "--hidden-size",
+                "16",
+                "--meta-iterations",
+                "2",
+                "--run-dir",
+                str(run),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert main(["evaluate", str(run), "--num-tasks", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "| rl2 |" in out and "episode 4" in out
+    assert main(["report", str(run)]) == 0
+    assert "trials of 4 episodes" in (run / "report.md").read_text()
+    with pytest.raises(Exception, match="adapts within a trial"):
+        Agent.load(run)
