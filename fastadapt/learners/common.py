@@ -3,10 +3,12 @@ finiteness checks. Plain functions, no base class."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import torch
 
+from fastadapt.adaptation import sample_and_adapt
 from fastadapt.errors import NonFiniteError
 from fastadapt.policies import MLPPolicy, Params, policy_for_family
 from fastadapt.tasks import make_family
@@ -55,6 +57,34 @@ class Checkpointable:
         self.wall_s = float(meta.get("wall_s", 0.0))
         for k in self.extra_meta:
             setattr(self, k, meta[k])
+
+
+def sample_iteration(learner: Any, lrs: list, step_fn: Any = None):
+    """This iteration's tasks (uniform or prioritized), their episodes before each inner step and
+    after the last (``sample_and_adapt``), and the sampler's update. Returns
+    ``(trace, pre_returns, post_returns, seconds)``; returns are per task."""
+    cfg, it = learner.config, learner.iteration
+    t0 = time.perf_counter()
+    task_idx, tasks = learner.task_sampler.sample(cfg.meta_batch_size, it)
+    K = cfg.num_inner_steps
+    trace = sample_and_adapt(
+        learner.family,
+        learner.policy,
+        learner.meta_params,
+        tasks,
+        K,
+        lrs,
+        cfg.episodes_per_task,
+        [derive_seed(cfg.seed, 1, it, k) for k in range(K + 1)],
+        cfg.gamma,
+        cfg.gae_lambda,
+        cfg.normalize_advantages,
+        learner.device,
+        step_fn,
+    )
+    pre, post = (trace.episodes[i].episode_returns.mean(1) for i in (0, -1))
+    learner.task_sampler.update(task_idx, pre, post)
+    return trace, pre, post, time.perf_counter() - t0
 
 
 def build_family_and_policy(config: Any, family: TaskFamily | None) -> tuple[TaskFamily, MLPPolicy]:

@@ -30,13 +30,17 @@ from fastadapt.adaptation import (
     inner_loss,
     inner_lr_schedule,
     make_adapt_batch,
-    sample_and_adapt,
 )
 from fastadapt.config import MAMLConfig
-from fastadapt.learners.common import Checkpointable, check_finite, setup_learner
+from fastadapt.learners.common import (
+    Checkpointable,
+    check_finite,
+    sample_iteration,
+    setup_learner,
+)
 from fastadapt.optim.trpo import trpo_step
 from fastadapt.policies import Params, expand_params
-from fastadapt.tasks.core import TaskFamily, derive_seed
+from fastadapt.tasks.core import TaskFamily
 
 LR_PREFIX = "inner_lr."
 
@@ -84,29 +88,11 @@ class MAML(Checkpointable):
         """Run one meta-iteration and return its metrics."""
         cfg, it = self.config, self.iteration
         t0 = time.perf_counter()
-        task_idx, tasks = self.task_sampler.sample(cfg.meta_batch_size, it)
         K = cfg.num_inner_steps
-        seeds = [derive_seed(cfg.seed, 1, it, k) for k in range(K + 1)]
-        trace = sample_and_adapt(
-            self.family,
-            self.policy,
-            self.meta_params,
-            tasks,
-            K,
-            self.lrs(K),
-            cfg.episodes_per_task,
-            seeds,
-            cfg.gamma,
-            cfg.gae_lambda,
-            cfg.normalize_advantages,
-            self.device,
-        )
-        t_sample = time.perf_counter() - t0
+        trace, pre, post, t_sample = sample_iteration(self, self.lrs(K))
         valid = make_adapt_batch(
             trace.episodes[-1], cfg.gamma, cfg.gae_lambda, cfg.normalize_advantages
         )
-        pre, post = (trace.episodes[i].episode_returns.mean(1) for i in (0, -1))
-        self.task_sampler.update(task_idx, pre, post)
         info = self._outer_step(trace.batches, trace.grads, trace.params, valid)
         check_finite(self.trainable(), it)
         steps = sum(ep.num_steps for ep in trace.episodes)

@@ -23,11 +23,15 @@ from fastadapt.adaptation import (
     inner_lr_schedule,
     make_adapt_batch,
     per_task_log_probs,
-    sample_and_adapt,
 )
 from fastadapt.config import ProMPConfig
-from fastadapt.learners.common import Checkpointable, check_finite, setup_learner
-from fastadapt.tasks.core import TaskFamily, derive_seed
+from fastadapt.learners.common import (
+    Checkpointable,
+    check_finite,
+    sample_iteration,
+    setup_learner,
+)
+from fastadapt.tasks.core import TaskFamily
 
 
 class ProMP(Checkpointable):
@@ -52,26 +56,8 @@ class ProMP(Checkpointable):
         """Run one meta-iteration and return its metrics."""
         cfg, it, policy = self.config, self.iteration, self.policy
         t0 = time.perf_counter()
-        task_idx, tasks = self.task_sampler.sample(cfg.meta_batch_size, it)
-        K = cfg.num_inner_steps
-        lrs = self.lrs(K)
-        trace = sample_and_adapt(
-            self.family,
-            policy,
-            self.meta_params,
-            tasks,
-            K,
-            lrs,
-            cfg.episodes_per_task,
-            [derive_seed(cfg.seed, 1, it, k) for k in range(K + 1)],
-            cfg.gamma,
-            cfg.gae_lambda,
-            cfg.normalize_advantages,
-            self.device,
-        )
-        t_sample = time.perf_counter() - t0
-        pre, post = (trace.episodes[i].episode_returns.mean(1) for i in (0, -1))
-        self.task_sampler.update(task_idx, pre, post)
+        lrs = self.lrs(cfg.num_inner_steps)
+        trace, pre, post, t_sample = sample_iteration(self, lrs)
         valid = make_adapt_batch(
             trace.episodes[-1], cfg.gamma, cfg.gae_lambda, cfg.normalize_advantages
         )

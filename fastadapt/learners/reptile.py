@@ -20,10 +20,15 @@ import time
 
 import torch
 
-from fastadapt.adaptation import inner_lr_schedule, ppo_adapt_step, sample_and_adapt
+from fastadapt.adaptation import inner_lr_schedule, ppo_adapt_step
 from fastadapt.config import ReptileConfig
-from fastadapt.learners.common import Checkpointable, check_finite, setup_learner
-from fastadapt.tasks.core import TaskFamily, derive_seed
+from fastadapt.learners.common import (
+    Checkpointable,
+    check_finite,
+    sample_iteration,
+    setup_learner,
+)
+from fastadapt.tasks.core import TaskFamily
 
 
 class Reptile(Checkpointable):
@@ -57,25 +62,9 @@ class Reptile(Checkpointable):
         """Run one meta-iteration and return its metrics."""
         cfg, it = self.config, self.iteration
         t0 = time.perf_counter()
-        task_idx, tasks = self.task_sampler.sample(cfg.meta_batch_size, it)
-        K = cfg.num_inner_steps
-        trace = sample_and_adapt(
-            self.family,
-            self.policy,
-            self.meta_params,
-            tasks,
-            K,
-            self.lrs(K),
-            cfg.episodes_per_task,
-            [derive_seed(cfg.seed, 1, it, k) for k in range(K + 1)],
-            cfg.gamma,
-            cfg.gae_lambda,
-            cfg.normalize_advantages,
-            self.device,
-            self.inner_step_fn,
+        trace, pre, post, _ = sample_iteration(
+            self, self.lrs(cfg.num_inner_steps), self.inner_step_fn
         )
-        pre, post = (trace.episodes[i].episode_returns.mean(1) for i in (0, -1))
-        self.task_sampler.update(task_idx, pre, post)
         with torch.no_grad():
             direction = {
                 k: (trace.params[k] - v.unsqueeze(0)).mean(0) for k, v in self.meta_params.items()
