@@ -25,7 +25,7 @@ def test_same_seed_same_parameters_other_seed_differs():
     assert not all(torch.equal(pa[k], pc[k]) for k in pa)
 
 
-@pytest.mark.parametrize("fvp", ["adapted", "exact"])
+@pytest.mark.parametrize("fvp", ["subsampled", "adapted", "exact"])
 def test_trpo_step_respects_max_kl(fvp):
     learner = MAML(dataclasses.replace(SMALL, fvp=fvp, max_kl=0.005))
     for _ in range(3):
