@@ -179,6 +179,7 @@ class MAML(Checkpointable):
                 lrs,
                 cfg.fisher_subsample,
                 lambda phi: mean_kl(policy.dist(phi, obs[:, sub]), sub),
+                num_tasks,
             )
         else:
             # Fisher at the adapted parameters: phi(theta) = theta - sum_k lr_k g_k with the inner
@@ -215,14 +216,13 @@ def _per_task(params: Params, num_tasks: int) -> Params:
     return params if params["layers.0.weight"].dim() == 3 else expand_params(params, num_tasks)
 
 
-def _subsampled_exact_kl(policy, meta_params, batches, grads, lrs, every, kl_of):
+def _subsampled_exact_kl(policy, meta_params, batches, grads, lrs, every, kl_of, num_tasks):
     """A KL whose Hessian at the current meta-parameters is the exact Gauss-Newton Fisher
     ``J^T F J`` through the adaptation, with the inner Hessians in ``J = prod(I - lr H_k)`` estimated
     on every ``every``-th episode of each pre-update batch (and ``F`` on the subsampled post-update
     samples ``kl_of`` uses). The adaptation is linearized around the sampled one,
     ``phi_k = phi_{k-1} - lr_k (g_k + g_k^sub(phi_{k-1}) - g_k^sub(phi_{k-1}^old))``, so the KL's
     gradient vanishes at the current point and its Hessian there is exactly ``J^T F J``."""
-    num_tasks = batches[0].obs.shape[0]
     subs = [AdaptBatch(*(None if x is None else x[:, :, ::every] for x in b)) for b in batches]
     anchors, phi_old = [], expand_params({k: v.detach() for k, v in meta_params.items()}, num_tasks)
     for b, g, lr in zip(subs, grads, lrs, strict=True):
