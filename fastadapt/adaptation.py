@@ -17,7 +17,7 @@ from typing import NamedTuple
 import torch
 
 from fastadapt.errors import ConfigError
-from fastadapt.policies import MLPPolicy, Params, expand_params
+from fastadapt.policies import MLPPolicy, Params, per_task_params
 from fastadapt.returns import linear_baseline_advantages, normalize_advantages
 from fastadapt.sampling import Episodes, collect_episodes
 
@@ -94,12 +94,6 @@ def ppo_inner_loss(
     return -(surr * batch.mask).sum((1, 2)) / n
 
 
-def _per_task(params: Params, num_tasks: int) -> Params:
-    if params["layers.0.weight"].dim() == 3:
-        return params
-    return expand_params(params, num_tasks)
-
-
 def adapt_step(
     policy: MLPPolicy,
     params: Params,
@@ -144,7 +138,7 @@ def ppo_adapt_step(
 def _gradient_step(loss_fn, params: Params, num_tasks: int, lr: InnerLR, first_order: bool):
     tracked = torch.is_grad_enabled()  # under no_grad, take the step on plain values
     with torch.enable_grad():
-        per_task = _per_task(params, num_tasks)
+        per_task = per_task_params(params, num_tasks)
         names = list(per_task)
         inputs = [per_task[k] for k in names]
         if not (tracked and all(p.requires_grad for p in inputs)):

@@ -201,6 +201,11 @@ def expand_params(params: Params, num_tasks: int) -> Params:
     return {k: v.unsqueeze(0).expand(num_tasks, *v.shape) for k, v in params.items()}
 
 
+def per_task_params(params: Params, num_tasks: int) -> Params:
+    """Per-task parameters as they are, shared ones viewed per task (``expand_params``)."""
+    return params if params["layers.0.weight"].dim() == 3 else expand_params(params, num_tasks)
+
+
 def policy_for_family(
     family_id: str,
     observation_space: gym.spaces.Space,

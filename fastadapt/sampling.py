@@ -86,7 +86,8 @@ def to_env_action(space: gym.spaces.Space, a: np.ndarray) -> np.ndarray:
     return ActionMap(space)(a)
 
 
-def _seeds(seed: int) -> tuple[int, int]:
+def split_seed(seed: int) -> tuple[int, int]:
+    """The environment seed and the action-noise seed one sampling seed stands for."""
     env_ss, act_ss = np.random.SeedSequence(seed).spawn(2)
     return int(env_ss.generate_state(1)[0]), int(act_ss.generate_state(1)[0])
 
@@ -117,7 +118,7 @@ def collect_episodes(
         raise ConfigError(
             f"per-task parameters have {params['layers.0.weight'].shape[0]} rows for {n_tasks} tasks"
         )
-    env_seed, act_seed = _seeds(seed)
+    env_seed, act_seed = split_seed(seed)
     env = family.make_batch(tasks, E, seed=env_seed)
     gen = torch.Generator(device=device).manual_seed(act_seed)
     N, H = env.num_envs, family.horizon
@@ -146,7 +147,7 @@ def collect_episodes(
     alive = np.ones(N, dtype=bool)
 
     obs = np.asarray(env.reset(), dtype=np.float32)
-    _check_finite(obs, "observations", 0, E, family.id)
+    check_finite_array(obs, "observations", 0, E, family.id)
     T = H
     for t in range(H):
         obs_buf[t] = obs
@@ -162,8 +163,8 @@ def collect_episodes(
         act_buf[t] = a_np
         obs, reward, terminated, truncated = env.step(env_action_of(a_np))
         obs = np.asarray(obs, dtype=np.float32)
-        _check_finite(reward, "rewards", t, E, family.id, alive)
-        _check_finite(obs, "observations", t + 1, E, family.id, alive)
+        check_finite_array(reward, "rewards", t, E, family.id, alive)
+        check_finite_array(obs, "observations", t + 1, E, family.id, alive)
         rew_buf[t] = reward
         term_buf[t] = terminated & alive
         ended = alive & (terminated | truncated)
@@ -190,9 +191,11 @@ def collect_episodes(
     )
 
 
-def _check_finite(
+def check_finite_array(
     x: np.ndarray, what: str, t: int, E: int, family_id: str, alive: np.ndarray | None = None
 ) -> None:
+    """Raise :class:`NonFiniteError` naming the task, episode and step of the first non-finite
+    entry among live environments (``E`` environments per task)."""
     bad = ~np.isfinite(x)
     if bad.ndim > 1:
         bad = bad.reshape(len(bad), -1).any(axis=1)

@@ -39,7 +39,7 @@ from fastadapt.learners.common import (
     setup_learner,
 )
 from fastadapt.optim.trpo import trpo_step
-from fastadapt.policies import Params, expand_params
+from fastadapt.policies import Params, expand_params, per_task_params
 from fastadapt.tasks.core import TaskFamily
 
 LR_PREFIX = "inner_lr."
@@ -127,13 +127,13 @@ class MAML(Checkpointable):
         mask = flat_tasks(valid.mask.unsqueeze(-1)).squeeze(-1)  # [tasks, T*E]
         n = mask.sum(1).clamp_min(1)
         with torch.no_grad():
-            old_dist = policy.dist(_per_task(phi_old, num_tasks), obs)
+            old_dist = policy.dist(per_task_params(phi_old, num_tasks), obs)
             old_logp = policy.log_prob(old_dist, act)
         adv = flat_tasks(valid.advantages.unsqueeze(-1)).squeeze(-1)
 
         def adapted() -> Params:
             phi = adapt(policy, self.meta_params, batches, lrs, cfg.first_order)
-            return _per_task(phi, num_tasks)
+            return per_task_params(phi, num_tasks)
 
         def surrogate(d) -> torch.Tensor:
             ratio = torch.exp(policy.log_prob(d, act) - old_logp)
@@ -210,10 +210,6 @@ class MAML(Checkpointable):
             "outer/step_fraction": info.step_fraction,
             "outer/accepted": float(info.accepted),
         }
-
-
-def _per_task(params: Params, num_tasks: int) -> Params:
-    return params if params["layers.0.weight"].dim() == 3 else expand_params(params, num_tasks)
 
 
 def _subsampled_exact_kl(policy, meta_params, batches, grads, lrs, every, kl_of, num_tasks):

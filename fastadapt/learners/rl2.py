@@ -30,7 +30,7 @@ from fastadapt.config import RL2Config
 from fastadapt.errors import ConfigError
 from fastadapt.learners.common import Checkpointable, check_finite
 from fastadapt.returns import gae
-from fastadapt.sampling import ActionMap, _check_finite
+from fastadapt.sampling import ActionMap, check_finite_array, split_seed
 from fastadapt.sequence_policies import SequencePolicy, rl2_input_dim, select_state
 from fastadapt.task_sampling import make_task_sampler
 from fastadapt.tasks import make_family
@@ -66,9 +66,7 @@ def collect_trials(
 ) -> Trials:
     """Run one trial of ``episodes`` episodes on each task, all trials in lockstep."""
     B, H = len(tasks), family.horizon
-    env_seed, act_seed = (
-        int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(2)
-    )
+    env_seed, act_seed = split_seed(seed)
     env = family.make_batch(tasks, 1, seed=env_seed)
     gen = torch.Generator(device=device).manual_seed(act_seed)
     discrete = isinstance(family.action_space, gym.spaces.Discrete)
@@ -111,7 +109,7 @@ def collect_trials(
             a = policy.dist_ops.mode(dist) if deterministic else policy.dist_ops.sample(dist, gen)
             logp = policy.dist_ops.log_prob(dist, a)
             obs, r, term, trunc = env.step(to_env(a.cpu().numpy()))
-            _check_finite(np.asarray(r), "rewards", t, 1, family.id, alive.cpu().numpy())
+            check_finite_array(np.asarray(r), "rewards", t, 1, family.id, alive.cpu().numpy())
             r_t = torch.as_tensor(np.asarray(r), dtype=torch.float32, device=device)
             actions[rows[alive], pos[alive]] = a[alive]
             logps[rows[alive], pos[alive]] = logp[alive]
