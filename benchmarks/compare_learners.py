@@ -19,6 +19,7 @@ from common import parser, print_table, write_json  # noqa: E402
 
 from fastadapt.config import EvalConfig, MAMLConfig, ProMPConfig, ReptileConfig  # noqa: E402
 from fastadapt.evaluation import evaluate_learner  # noqa: E402
+from fastadapt.runtime import configure_cpu  # noqa: E402
 from fastadapt.train import make_learner  # noqa: E402
 
 
@@ -27,9 +28,8 @@ def main() -> None:
     p.add_argument("--env-steps", type=int, default=8_000_000)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
-    import torch
 
-    torch.set_flush_denormal(True)
+    configure_cpu()
     learners = {
         "maml-trpo": make_learner("maml", MAMLConfig(seed=args.seed)),
         "promp": make_learner("promp", ProMPConfig(seed=args.seed)),

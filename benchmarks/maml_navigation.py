@@ -35,6 +35,8 @@ def main() -> None:
     p.add_argument("--run-dir", type=Path, default=Path("runs/bench_maml_navigation"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fvp", choices=["adapted", "subsampled", "exact"], default="subsampled")
+    p.add_argument("--fisher-subsample", type=int, default=MAMLConfig.fisher_subsample)
+    p.add_argument("--backtrack-ratio", type=float, default=MAMLConfig.backtrack_ratio)
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args()
     t0 = time.perf_counter()
@@ -50,6 +52,8 @@ def main() -> None:
         gae_lambda=1.0,
         seed=args.seed,
         fvp=args.fvp,
+        fisher_subsample=args.fisher_subsample,
+        backtrack_ratio=args.backtrack_ratio,
         checkpoint_every=100,
     )
     learner = make_learner("maml", cfg)
@@ -81,6 +85,8 @@ def main() -> None:
             "train_s": train_s,
             "meta_iterations": args.meta_iterations,
             "fvp": args.fvp,
+            "fisher_subsample": args.fisher_subsample,
+            "backtrack_ratio": args.backtrack_ratio,
             "returns": returns,
             "ci95": {k: v["ci95"] for k, v in result["returns"].items()},
             "env_steps_trained": result["env_steps_trained"],

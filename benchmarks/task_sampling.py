@@ -22,6 +22,7 @@ from common import parser, print_table, write_json  # noqa: E402
 
 from fastadapt.config import EvalConfig, MAMLConfig  # noqa: E402
 from fastadapt.evaluation import evaluate_learner  # noqa: E402
+from fastadapt.runtime import configure_cpu  # noqa: E402
 from fastadapt.train import make_learner  # noqa: E402
 
 
@@ -30,9 +31,8 @@ def main() -> None:
     p.add_argument("--meta-iterations", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
-    import torch
 
-    torch.set_flush_denormal(True)
+    configure_cpu()
     ev = EvalConfig(num_tasks=40, num_steps=2, episodes_per_step=10, inner_lr=(0.5,), baselines=())
     results = []
     for sampler in ("uniform", "prioritized"):

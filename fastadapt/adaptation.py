@@ -145,7 +145,7 @@ def _gradient_step(loss_fn, params: Params, num_tasks: int, lr: InnerLR, first_o
             inputs = [p.detach().requires_grad_(True) for p in inputs]
             per_task = dict(zip(names, inputs, strict=True))
         loss = loss_fn(per_task).sum()
-        grads = torch.autograd.grad(loss, inputs, create_graph=not first_order)
+        grads = torch.autograd.grad(loss, inputs, create_graph=tracked and not first_order)
     grad_map = {k: (g.detach() if first_order else g) for k, g in zip(names, grads, strict=True)}
     return apply_inner_update(per_task, grad_map, lr), grad_map
 

@@ -128,13 +128,15 @@ class MAMLConfig(CommonConfig):
     as 'exact' at a fifth of its cost); 'adapted' = KL curvature at the adapted parameters with the
     inner gradients held fixed (fastest, learns more slowly); 'exact' = through the second-order
     adaptation on all samples. The line search checks the exact KL in every case."""
-    fisher_subsample: int = 10
-    """Use every N-th post-adaptation sample for Fisher-vector products (fvp=adapted); see
-    benchmarks/maml_fvp.py for the measured trade-off."""
+    fisher_subsample: int = 20
+    """Fisher-vector products use every N-th post-adaptation sample (and, for fvp=subsampled, every
+    N-th pre-adaptation episode for the inner Hessians); see benchmarks/maml_fvp.py for the
+    measured trade-off."""
     line_search_steps: int = 15
     """Maximum backtracking steps."""
-    backtrack_ratio: float = 0.5
-    """Step shrink factor per backtrack."""
+    backtrack_ratio: float = 0.8
+    """Step shrink factor per backtrack (0.8 as in rllab's TRPO, which the MAML paper used; with 0.5
+    a full step that overshoots max_kl by a little falls to a quarter of the trust region)."""
 
     def validate(self) -> None:
         super().validate()

@@ -17,7 +17,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
 from tqdm.auto import tqdm
 
 from fastadapt.config import (
@@ -46,6 +45,7 @@ from fastadapt.runs import (
     save_checkpoint,
     write_config,
 )
+from fastadapt.runtime import configure_cpu
 from fastadapt.sequence_policies import SequencePolicy, describe
 
 #: algorithm name -> (config class, learner class, forced config values)
@@ -115,8 +115,7 @@ def train(
     sidecar path. ``stop_after`` ends early after that many iterations of this call (for tests and
     interruption drills) without writing the final model. ``track`` also logs to Weights & Biases."""
     cfg = learner.config
-    if getattr(cfg, "flush_denormal", False):
-        torch.set_flush_denormal(True)
+    configure_cpu(getattr(cfg, "flush_denormal", False))
     run_dir = prepare_run_dir(Path(run_dir), overwrite=overwrite, resume=resume)
     ident = _normalize(run_identity(learner))
     if resume:

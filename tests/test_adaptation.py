@@ -2,7 +2,13 @@ import pytest
 import torch
 
 from fastadapt.adaptation import AdaptBatch, adapt, adapt_step, inner_loss, per_task_log_probs
-from fastadapt.optim.trpo import conjugate_gradient, flatten, hessian_vector_product, unflatten
+from fastadapt.optim.trpo import (
+    conjugate_gradient,
+    conjugate_gradient_with_residual,
+    flatten,
+    hessian_vector_product,
+    unflatten,
+)
 from fastadapt.policies import MLPPolicy
 
 
@@ -139,6 +145,19 @@ def test_conjugate_gradient_solves_spd_system():
     b = torch.randn(20, generator=g, dtype=torch.float64)
     x = conjugate_gradient(lambda v: A @ v, b, iters=50, residual_tol=1e-20)
     torch.testing.assert_close(x, torch.linalg.solve(A, b))
+
+
+def test_conjugate_gradient_residual_gives_the_quadratic_form():
+    """After few iterations (x inexact), x^T A x from the residual equals the explicit product in
+    float32 as TRPO uses it."""
+    g = torch.Generator().manual_seed(1)
+    A = torch.randn(200, 200, generator=g)
+    A = A @ A.T / 200 + 0.1 * torch.eye(200)
+    b = torch.randn(200, generator=g)
+    x, r = conjugate_gradient_with_residual(lambda v: A @ v, b, iters=10)
+    assert (A @ x - b).norm() > 1e-3 * b.norm()  # truncated, as in TRPO
+    torch.testing.assert_close(b - r, A @ x, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(x @ (b - r), x @ A @ x, rtol=1e-5, atol=0)
 
 
 def test_hessian_vector_product_matches_explicit_hessian():

@@ -37,6 +37,17 @@ def conjugate_gradient(
     residual_tol: float = 1e-10,
 ) -> torch.Tensor:
     """Approximately solve ``A x = b`` for symmetric positive-definite ``A`` given ``v -> A v``."""
+    return conjugate_gradient_with_residual(Avp, b, iters, residual_tol)[0]
+
+
+def conjugate_gradient_with_residual(
+    Avp: Callable[[torch.Tensor], torch.Tensor],
+    b: torch.Tensor,
+    iters: int = 10,
+    residual_tol: float = 1e-10,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`conjugate_gradient` that also returns the final residual ``r = b - A x``, so that
+    ``x @ A @ x = x @ (b - r)`` costs no further product with ``A``."""
     x = torch.zeros_like(b)
     r = b.clone()
     p = b.clone()
@@ -51,7 +62,7 @@ def conjugate_gradient(
         rr_new = r @ r
         p = r + (rr_new / rr) * p
         rr = rr_new
-    return x
+    return x, r
 
 
 def hessian_vector_product(
@@ -110,8 +121,8 @@ def trpo_step(
     )
     loss_before = float(loss.detach())
     fvp = hessian_vector_product(fvp_kl_fn, params, cg_damping)
-    step_dir = conjugate_gradient(fvp, -g, cg_iters)
-    shs = 0.5 * float(step_dir @ fvp(step_dir))
+    step_dir, residual = conjugate_gradient_with_residual(fvp, -g, cg_iters)
+    shs = 0.5 * float(step_dir @ (-g - residual))  # = 0.5 x^T F x without another product
     if not math.isfinite(shs) or shs <= 0:
         return TRPOInfo(False, 0.0, 0.0, loss_before, loss_before, 0.0, 0)
     full_step = step_dir * math.sqrt(max_kl / shs)
