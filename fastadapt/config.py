@@ -124,9 +124,9 @@ class MAMLConfig(CommonConfig):
     """Damping added to Fisher-vector products."""
     fvp: Literal["adapted", "subsampled", "exact"] = "subsampled"
     """Fisher for TRPO: 'subsampled' = the exact Gauss-Newton Fisher through the adaptation with the
-    inner Hessians and the KL on every `fisher_subsample`-th episode/sample (default; learns as fast
-    as 'exact' at a fifth of its cost); 'adapted' = KL curvature at the adapted parameters with the
-    inner gradients held fixed (fastest, learns more slowly); 'exact' = through the second-order
+    inner Hessians and the KL on every `fisher_subsample`-th episode/sample (default; learns nearly
+    as fast as 'exact' at a sixth of its cost); 'adapted' = KL curvature at the adapted parameters
+    with the inner gradients held fixed (learns more slowly); 'exact' = through the second-order
     adaptation on all samples. The line search checks the exact KL in every case."""
     fisher_subsample: int = 20
     """Fisher-vector products use every N-th post-adaptation sample (and, for fvp=subsampled, every
