@@ -39,6 +39,7 @@ def main() -> None:
         default=0.1,
         help="inner learning rate in training; the test halves it after the first step",
     )
+    p.add_argument("--inner-steps", type=int, default=1, help="inner steps in meta-training")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args()
     t0 = time.perf_counter()
@@ -47,8 +48,8 @@ def main() -> None:
         meta_iterations=args.meta_iterations,
         meta_batch_size=20,
         episodes_per_task=10,
-        num_inner_steps=1,
-        inner_lr=(args.inner_lr,),
+        num_inner_steps=args.inner_steps,
+        inner_lr=(args.inner_lr, args.inner_lr / 2),
         max_kl=0.01,
         gamma=0.99,
         gae_lambda=1.0,
@@ -112,6 +113,7 @@ def main() -> None:
             "forward_returns": {k: v["forward"] for k, v in split.items()},
             "maml_minus": {k: {"mean": v["mean"], "ci95": v["ci95"]} for k, v in paired.items()},
             "inner_lr": args.inner_lr,
+            "inner_steps": args.inner_steps,
             "env_steps_trained": result["env_steps_trained"],
         },
     )
