@@ -56,3 +56,64 @@ def write_json(path: Path | None, result: dict[str, Any]) -> None:
     result = {**result, "machine": machine()}
     path.write_text(json.dumps(result, indent=2))
     print(f"wrote {path}")
+
+
+STEP_HEADERS = ["0 steps", "1 step", "2 steps", "3 steps"]
+
+
+def print_returns(returns: dict[str, Sequence[float]], title: str = "method") -> None:
+    """A table of returns after 0..3 adaptation steps, one row per method."""
+    print_table([title, *STEP_HEADERS], [[k, *[float(x) for x in v]] for k, v in returns.items()])
+
+
+def train_and_evaluate(
+    algorithm: str, cfg: Any, ev: Any, run_dir: Path, progress: bool
+) -> tuple[Any, dict[str, Any], list[dict[str, float]], float]:
+    """Meta-train ``algorithm`` with ``cfg`` in ``run_dir``, then evaluate it (and the baselines
+    ``ev`` names) on held-out tasks. Returns the learner, the evaluation result, the per-iteration
+    metrics and the training seconds (set-up included). The caller writes the result
+    (``fastadapt.evaluation.write_eval``) once complete."""
+    from fastadapt.evaluation import evaluate_learner
+    from fastadapt.runs import read_metrics
+    from fastadapt.train import make_learner, train
+
+    t0 = time.perf_counter()
+    learner = make_learner(algorithm, cfg)
+    train(learner, run_dir, overwrite=True, progress=progress)
+    train_s = time.perf_counter() - t0
+    rows = read_metrics(run_dir)
+    result = evaluate_learner(learner, ev, run_dir, progress=progress)
+    return learner, result, rows, train_s
+
+
+def train_rl2_row(
+    cfg: Any,
+    run_dir: Path,
+    eval_tasks: int,
+    paper: float | None,
+    baselines: dict[str, Callable[[Any, list, int], Any]],
+    progress: bool,
+) -> dict[str, Any]:
+    """Train RL² with ``cfg``, evaluate it on ``eval_tasks`` held-out tasks and compute each
+    baseline (``fn(family, tasks, n) -> per-task totals``) on the same tasks: one result row."""
+    from fastadapt.learners.rl2 import evaluate_rl2
+    from fastadapt.tasks import sample_tasks
+    from fastadapt.train import make_learner, train
+
+    t0 = time.perf_counter()
+    learner = make_learner("rl2", cfg)
+    train(learner, run_dir, overwrite=True, progress=progress)
+    ev = evaluate_rl2(learner, num_tasks=eval_tasks)
+    tasks = sample_tasks(learner.family, eval_tasks, cfg.seed, split="test")
+    n = cfg.episodes_per_task
+    row: dict[str, Any] = {
+        "rl2": ev["total_reward"]["mean"],
+        "rl2_ci95": ev["total_reward"]["ci95"],
+        "paper": paper,
+    }
+    for name, fn in baselines.items():
+        row[name] = float(fn(learner.family, tasks, n).mean())
+    row["iterations"] = cfg.meta_iterations
+    row["train_s"] = time.perf_counter() - t0
+    row["rl2_vs_paper"] = row["rl2"] / paper if paper else None
+    return row

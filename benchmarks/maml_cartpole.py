@@ -20,12 +20,17 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import parser, print_table, write_json  # noqa: E402
+from common import (  # noqa: E402
+    STEP_HEADERS,
+    parser,
+    print_returns,
+    print_table,
+    train_and_evaluate,
+    write_json,
+)
 
 from fastadapt.config import EvalConfig, MAMLConfig  # noqa: E402
-from fastadapt.evaluation import evaluate_learner, summarize, write_eval  # noqa: E402
-from fastadapt.runs import read_metrics  # noqa: E402
-from fastadapt.train import make_learner, train  # noqa: E402
+from fastadapt.evaluation import summarize, write_eval  # noqa: E402
 
 
 def main() -> None:
@@ -56,14 +61,11 @@ def main() -> None:
         seed=args.seed,
         checkpoint_every=50,
     )
-    learner = make_learner("maml", cfg)
-    train(learner, args.run_dir, overwrite=True, progress=not args.no_progress)
-    rows = read_metrics(args.run_dir)
-    sec_per_it = statistics.median(r["time/iteration_s"] for r in rows)
     ev = EvalConfig(
         num_tasks=40, num_steps=3, episodes_per_step=10, inner_lr=(args.inner_lr, args.inner_lr / 2)
     )
-    result = evaluate_learner(learner, ev, args.run_dir, progress=not args.no_progress)
+    _, result, rows, _ = train_and_evaluate("maml", cfg, ev, args.run_dir, not args.no_progress)
+    sec_per_it = statistics.median(r["time/iteration_s"] for r in rows)
     write_eval(result, args.run_dir)
     wall = time.perf_counter() - t0
     reversed_mask = np.array([t["actuator_sign"] < 0 for t in result["test_tasks"]])
@@ -82,16 +84,10 @@ def main() -> None:
         for name, m in result["returns"].items()
         if name != "maml"
     }
+    print_returns(returns)
+    print_returns({k: v["reversed"] for k, v in split.items()}, "method (reversed actuators)")
     print_table(
-        ["method", "0 steps", "1 step", "2 steps", "3 steps"],
-        [[k, *[float(x) for x in v]] for k, v in returns.items()],
-    )
-    print_table(
-        ["method (reversed actuators)", "0 steps", "1 step", "2 steps", "3 steps"],
-        [[k, *[float(x) for x in v["reversed"]]] for k, v in split.items()],
-    )
-    print_table(
-        ["MAML minus (paired, mean ± 95% CI)", "0 steps", "1 step", "2 steps", "3 steps"],
+        ["MAML minus (paired, mean ± 95% CI)", *STEP_HEADERS],
         [
             [k, *[f"{m:+.1f} ± {c:.1f}" for m, c in zip(v["mean"], v["ci95"], strict=True)]]
             for k, v in paired.items()

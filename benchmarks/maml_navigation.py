@@ -19,12 +19,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import parser, print_table, write_json  # noqa: E402
+from common import parser, print_returns, train_and_evaluate, write_json  # noqa: E402
 
 from fastadapt.config import EvalConfig, MAMLConfig  # noqa: E402
-from fastadapt.evaluation import evaluate_learner, write_eval  # noqa: E402
-from fastadapt.runs import read_metrics  # noqa: E402
-from fastadapt.train import make_learner, train  # noqa: E402
+from fastadapt.evaluation import write_eval  # noqa: E402
 
 PAPER = [-40.41, -11.68, -3.33, -3.23]
 
@@ -56,22 +54,17 @@ def main() -> None:
         backtrack_ratio=args.backtrack_ratio,
         checkpoint_every=100,
     )
-    learner = make_learner("maml", cfg)
-    train(learner, args.run_dir, overwrite=True, progress=not args.no_progress)
-    train_s = time.perf_counter() - t0
-    rows = read_metrics(args.run_dir)
-    sec_per_it = statistics.median(r["time/iteration_s"] for r in rows)
     ev = EvalConfig(num_tasks=40, num_steps=3, episodes_per_step=40, inner_lr=(0.1, 0.05))
-    result = evaluate_learner(learner, ev, args.run_dir, progress=not args.no_progress)
+    _, result, rows, train_s = train_and_evaluate(
+        "maml", cfg, ev, args.run_dir, not args.no_progress
+    )
+    sec_per_it = statistics.median(r["time/iteration_s"] for r in rows)
     result["paper"] = PAPER
     write_eval(result, args.run_dir)
     wall = time.perf_counter() - t0
     returns = {k: v["mean"] for k, v in result["returns"].items()}
     returns["paper"] = PAPER
-    print_table(
-        ["method", "0 steps", "1 step", "2 steps", "3 steps"],
-        [[k, *[float(x) for x in v]] for k, v in returns.items()],
-    )
+    print_returns(returns)
     print(
         f"median seconds per meta-iteration: {sec_per_it:.3f} "
         f"(sampling {statistics.median(r['time/sampling_s'] for r in rows):.3f}); "

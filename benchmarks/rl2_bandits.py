@@ -11,17 +11,14 @@ pulls on 1000 held-out bandits. Writes {"results": [{"k", "n", "rl2", "paper", "
 from __future__ import annotations
 
 import sys
-import time
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import parser, print_table, write_json  # noqa: E402
+from common import parser, print_table, train_rl2_row, write_json  # noqa: E402
 
 from fastadapt.bandit_baselines import bandit_baseline  # noqa: E402
 from fastadapt.config import RL2Config  # noqa: E402
-from fastadapt.learners.rl2 import evaluate_rl2  # noqa: E402
-from fastadapt.tasks import sample_tasks  # noqa: E402
-from fastadapt.train import make_learner, train  # noqa: E402
 
 PAPER = {(5, 10): 6.7, (5, 100): 78.7, (10, 10): 6.7, (10, 100): 83.5}
 
@@ -38,7 +35,6 @@ def main() -> None:
     results = []
     for setting in args.settings.split(","):
         k, n = (int(x) for x in setting.split("x"))
-        t0 = time.perf_counter()
         cfg = RL2Config(
             env="Bandit-v0",
             env_kwargs=f'{{"k": {k}}}',
@@ -49,22 +45,18 @@ def main() -> None:
             meta_iterations=args.iterations if n <= 10 else args.iterations_long,
             checkpoint_every=100,
         )
-        learner = make_learner("rl2", cfg)
-        train(learner, args.run_root / f"k{k}_n{n}", overwrite=True, progress=not args.no_progress)
-        ev = evaluate_rl2(learner, num_tasks=args.eval_tasks)
-        tasks = sample_tasks(learner.family, args.eval_tasks, cfg.seed, split="test")
-        row = {
-            "k": k,
-            "n": n,
-            "rl2": ev["total_reward"]["mean"],
-            "rl2_ci95": ev["total_reward"]["ci95"],
-            "paper": PAPER.get((k, n)),
-        }
-        for name in ("ucb1", "thompson", "random"):
-            row[name] = float(bandit_baseline(name, learner.family, tasks, n, seed=1).mean())
-        row["iterations"] = cfg.meta_iterations
-        row["train_s"] = time.perf_counter() - t0
-        row["rl2_vs_paper"] = row["rl2"] / row["paper"] if row["paper"] else None
+        row = {"k": k, "n": n}
+        row |= train_rl2_row(
+            cfg,
+            args.run_root / f"k{k}_n{n}",
+            args.eval_tasks,
+            PAPER.get((k, n)),
+            {
+                name: partial(bandit_baseline, name, seed=1)
+                for name in ("ucb1", "thompson", "random")
+            },
+            not args.no_progress,
+        )
         results.append(row)
         print(
             f"k={k} n={n}: rl2 {row['rl2']:.2f} (paper {row['paper']}), thompson "

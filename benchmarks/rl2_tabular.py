@@ -10,17 +10,14 @@ n episodes on 500 held-out MDPs. Writes {"results": [{"n", "rl2", "paper", "psrl
 from __future__ import annotations
 
 import sys
-import time
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import parser, print_table, write_json  # noqa: E402
+from common import parser, print_table, train_rl2_row, write_json  # noqa: E402
 
 from fastadapt.bandit_baselines import mdp_baseline  # noqa: E402
 from fastadapt.config import RL2Config  # noqa: E402
-from fastadapt.learners.rl2 import evaluate_rl2  # noqa: E402
-from fastadapt.tasks import sample_tasks  # noqa: E402
-from fastadapt.train import make_learner, train  # noqa: E402
 
 PAPER = {10: 156.2, 25: 445.7}
 
@@ -35,7 +32,6 @@ def main() -> None:
     args = p.parse_args()
     results = []
     for n in (int(x) for x in args.settings.split(",")):
-        t0 = time.perf_counter()
         cfg = RL2Config(
             env="TabularMDP-v0",
             episodes_per_task=n,
@@ -46,21 +42,15 @@ def main() -> None:
             meta_iterations=args.iterations,
             checkpoint_every=100,
         )
-        learner = make_learner("rl2", cfg)
-        train(learner, args.run_root / f"n{n}", overwrite=True, progress=not args.no_progress)
-        ev = evaluate_rl2(learner, num_tasks=args.eval_tasks)
-        tasks = sample_tasks(learner.family, args.eval_tasks, cfg.seed, split="test")
-        row = {
-            "n": n,
-            "rl2": ev["total_reward"]["mean"],
-            "rl2_ci95": ev["total_reward"]["ci95"],
-            "paper": PAPER.get(n),
-        }
-        for name in ("psrl", "random"):
-            row[name] = float(mdp_baseline(name, learner.family, tasks, n, seed=1).mean())
-        row["iterations"] = cfg.meta_iterations
-        row["train_s"] = time.perf_counter() - t0
-        row["rl2_vs_paper"] = row["rl2"] / row["paper"] if row["paper"] else None
+        row = {"n": n}
+        row |= train_rl2_row(
+            cfg,
+            args.run_root / f"n{n}",
+            args.eval_tasks,
+            PAPER.get(n),
+            {name: partial(mdp_baseline, name, seed=1) for name in ("psrl", "random")},
+            not args.no_progress,
+        )
         results.append(row)
         print(
             f"n={n}: rl2 {row['rl2']:.1f} (paper {row['paper']}), psrl {row['psrl']:.1f}, "
