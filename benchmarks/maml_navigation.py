@@ -1,11 +1,14 @@
 """MAML-TRPO on Navigation2D-v0 in the MAML paper's setting, evaluated in the paper's protocol.
 
     python benchmarks/maml_navigation.py --out runs/bench_maml_nav.json [--meta-iterations N]
+        [--batch-unit episodes|steps] [--seed S]
 
 Training: 20 tasks per meta-batch, 20 episodes per task, horizon 100, one inner step of 0.1,
 TRPO with max_kl 0.01, a 2x100 ReLU policy, gamma 0.99, GAE lambda 1. Test: 40 held-out tasks,
 40 episodes per step, inner learning rate 0.1 then 0.05, returns after 0..3 steps, beside the
 paper's figures and the scratch and pretrain baselines (same protocol, same samples per step).
+``--batch-unit steps`` counts the 20 and 40 episodes as the reference code did (rllab's batch_size):
+whole episodes up to 20 x 100 and 40 x 100 steps per task, for training and test.
 Writes {"seconds_per_meta_iteration", "wall_s", "returns": {"maml", "scratch", "pretrain", "paper"}}.
 """
 
@@ -35,6 +38,14 @@ def main() -> None:
     p.add_argument("--fvp", choices=["adapted", "subsampled", "exact"], default="subsampled")
     p.add_argument("--fisher-subsample", type=int, default=MAMLConfig.fisher_subsample)
     p.add_argument("--backtrack-ratio", type=float, default=MAMLConfig.backtrack_ratio)
+    p.add_argument(
+        "--batch-unit",
+        choices=["episodes", "steps"],
+        default="episodes",
+        help="what the 20 training and 40 test episodes count: episodes exactly, or steps "
+        "(whole episodes up to 20 x 100 and 40 x 100 steps per task, as the reference code's "
+        "rllab batch_size does)",
+    )
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args()
     t0 = time.perf_counter()
@@ -53,8 +64,15 @@ def main() -> None:
         fisher_subsample=args.fisher_subsample,
         backtrack_ratio=args.backtrack_ratio,
         checkpoint_every=100,
+        batch_unit=args.batch_unit,
     )
-    ev = EvalConfig(num_tasks=40, num_steps=3, episodes_per_step=40, inner_lr=(0.1, 0.05))
+    ev = EvalConfig(
+        num_tasks=40,
+        num_steps=3,
+        episodes_per_step=40,
+        inner_lr=(0.1, 0.05),
+        batch_unit=args.batch_unit,
+    )
     _, result, rows, train_s = train_and_evaluate(
         "maml", cfg, ev, args.run_dir, not args.no_progress
     )
@@ -80,6 +98,7 @@ def main() -> None:
             "fvp": args.fvp,
             "fisher_subsample": args.fisher_subsample,
             "backtrack_ratio": args.backtrack_ratio,
+            "batch_unit": args.batch_unit,
             "returns": returns,
             "ci95": {k: v["ci95"] for k, v in result["returns"].items()},
             "env_steps_trained": result["env_steps_trained"],

@@ -19,7 +19,7 @@ import torch
 from fastadapt.errors import ConfigError
 from fastadapt.policies import MLPPolicy, Params, per_task_params
 from fastadapt.returns import linear_baseline_advantages, normalize_advantages
-from fastadapt.sampling import Episodes, collect_episodes
+from fastadapt.sampling import Episodes, collect
 
 #: A learning rate per inner step: a float (MAML) or a tensor per parameter (Meta-SGD).
 InnerLR = float | Mapping[str, torch.Tensor]
@@ -37,20 +37,49 @@ class AdaptBatch(NamedTuple):
 
 
 def make_adapt_batch(
-    episodes: Episodes, gamma: float, gae_lambda: float, normalize: bool = True
+    episodes: Episodes, gamma: float, gae_lambda: float, normalize: bool = True, pack: bool = False
 ) -> AdaptBatch:
-    """Advantages from the linear baseline (fitted per task) and GAE, optionally normalized per task."""
+    """Advantages from the linear baseline (fitted per task) and GAE, optionally normalized per task.
+    ``pack`` drops the padding a step-budget batch carries (:func:`pack_batch`)."""
     adv, _ = linear_baseline_advantages(episodes, gamma, gae_lambda)
     if normalize:
         adv = normalize_advantages(adv, episodes.mask)
-    return AdaptBatch(
+    batch = AdaptBatch(
         episodes.obs, episodes.actions, adv.detach(), episodes.mask, episodes.log_probs
     )
+    return pack_batch(batch) if pack else batch
 
 
 def flat_tasks(x: torch.Tensor) -> torch.Tensor:
     """``[tasks, T, E, ...] -> [tasks, T * E, ...]`` (the layout per-task parameters consume)."""
     return x.reshape(x.shape[0], x.shape[1] * x.shape[2], *x.shape[3:])
+
+
+def pack_batch(batch: AdaptBatch) -> AdaptBatch:
+    """The same batch with its real steps only: ``[tasks, T, E, ...] -> [tasks, N, 1, ...]``, where
+    ``N`` is the most real steps of any task (the rest masked). Every loss here sums over steps, so
+    its value is unchanged; a step-budget batch (episodes of very different lengths, padded to the
+    longest) so costs its real steps instead of ``T x E``."""
+    m = flat_tasks(batch.mask) > 0
+    n = int(m.sum(1).max())
+    order = torch.argsort((~m).to(torch.uint8), dim=1, stable=True)[:, :n]  # real steps first
+
+    def gather(x: torch.Tensor | None) -> torch.Tensor | None:
+        if x is None:
+            return None
+        f = flat_tasks(x)
+        idx = order.view(*order.shape, *([1] * (f.dim() - 2))).expand(*order.shape, *f.shape[2:])
+        return torch.gather(f, 1, idx).unsqueeze(2)
+
+    return AdaptBatch(*(gather(x) for x in batch))
+
+
+def subsample_batch(batch: AdaptBatch, every: int) -> AdaptBatch:
+    """Every ``every``-th episode of each task; on a packed batch (one column), every ``every``-th
+    step."""
+    if batch.mask.shape[2] == 1:
+        return AdaptBatch(*(None if x is None else x[:, ::every] for x in batch))
+    return AdaptBatch(*(None if x is None else x[:, :, ::every] for x in batch))
 
 
 def per_task_log_probs(policy: MLPPolicy, params: Params, obs: torch.Tensor, actions: torch.Tensor):
@@ -209,23 +238,26 @@ def sample_and_adapt(
     normalize: bool = True,
     device: torch.device | str = "cpu",
     step_fn: Callable[..., tuple[Params, Params]] | None = None,
+    unit: str = "episodes",
 ) -> AdaptationTrace:
     """Collect episodes, adapt one step, collect again, ... ``num_steps`` times, then collect once
     more: the loop that meta-training samples with and meta-test evaluates with.
 
     ``seeds`` holds one sampling seed per collection (``num_steps + 1``). ``step_fn(policy, params,
     batch, lr)`` is the inner step (default: the first-order value of :func:`adapt_step`).
+    ``unit`` is the batch unit (``sampling.collect``): ``episodes_per_task`` episodes, or whole
+    episodes up to ``episodes_per_task x horizon`` steps per task.
     """
     if len(seeds) < num_steps + 1:
         raise ConfigError(f"{num_steps} steps need {num_steps + 1} seeds, got {len(seeds)}")
     current = {k: v.detach() for k, v in params.items()}
     episodes, batches, grads = [], [], []
     for k in range(num_steps + 1):
-        ep = collect_episodes(family, policy, current, tasks, episodes_per_task, seeds[k], device)
+        ep = collect(family, policy, current, tasks, episodes_per_task, seeds[k], device, unit)
         episodes.append(ep)
         if k == num_steps:
             break
-        batch = make_adapt_batch(ep, gamma, gae_lambda, normalize)
+        batch = make_adapt_batch(ep, gamma, gae_lambda, normalize, pack=unit == "steps")
         batches.append(batch)
         lr = {n: v.detach() for n, v in lrs[k].items()} if isinstance(lrs[k], Mapping) else lrs[k]
         if step_fn is None:

@@ -18,6 +18,7 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
+from typing import Literal
 
 import tyro
 import yaml
@@ -134,6 +135,7 @@ def cmd_adapt(argv: list[str]) -> None:
         episodes: int = 20,
         lr: tuple[float, ...] = (),
         seed: int = 0,
+        batch_unit: Literal["episodes", "steps"] = "episodes",
     ) -> None:
         """Adapt a trained agent to one task and print its return before and after each step.
 
@@ -144,6 +146,8 @@ def cmd_adapt(argv: list[str]) -> None:
             episodes: episodes per step.
             lr: inner learning rate(s); empty means the run's own.
             seed: sampling seed.
+            batch_unit: 'episodes' (exactly that many per step) or 'steps' (whole episodes up to
+                episodes x horizon steps per step).
         """
         from fastadapt.agent import Agent
 
@@ -155,7 +159,9 @@ def cmd_adapt(argv: list[str]) -> None:
                 raise ConfigError(f"--task is not valid JSON ({e}): {task!r}") from None
         else:
             target = agent.family.default_task()
-        returns = agent.adapt(target, steps=steps, episodes=episodes, lr=lr or None, seed=seed)
+        returns = agent.adapt(
+            target, steps=steps, episodes=episodes, lr=lr or None, seed=seed, unit=batch_unit
+        )
         for k, r in enumerate(returns):
             print(f"after {k} step{'s' if k != 1 else ''}: average return {r:.3f}")
 

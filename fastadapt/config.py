@@ -26,6 +26,9 @@ class CommonConfig:
     """Tasks per meta-iteration."""
     episodes_per_task: int = 20
     """Episodes per task for each adaptation step and for the post-adaptation batch."""
+    batch_unit: Literal["episodes", "steps"] = "episodes"
+    """What episodes_per_task counts: 'episodes' exactly, or 'steps': whole episodes until each task
+    has episodes_per_task x horizon steps (rllab's batch_size, the MAML reference code's unit)."""
     hidden: tuple[int, ...] = ()
     """Hidden layer sizes; empty means the family's default (e.g. 100 100 for Navigation2D-v0)."""
     activation: str = ""
@@ -90,7 +93,14 @@ class CommonConfig:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ConfigError(f"device must be cpu or cuda[:N], got {self.device!r}")
+        check_batch_unit(self.batch_unit)
         self.env_options()
+
+
+def check_batch_unit(unit: str) -> None:
+    """Refuse a batch unit other than 'episodes' or 'steps'."""
+    if unit not in ("episodes", "steps"):
+        raise ConfigError(f"batch_unit must be 'episodes' or 'steps', got {unit!r}")
 
 
 def _check_inner(cfg: Any, min_steps: int) -> None:
@@ -249,6 +259,10 @@ class RL2Config(CommonConfig):
 
     def validate(self) -> None:
         super().validate()
+        if self.batch_unit != "episodes":
+            raise ConfigError(
+                "RL² samples trials of episodes_per_task episodes; batch_unit must be 'episodes'"
+            )
         for name in (
             "hidden_size",
             "layers",
@@ -279,6 +293,10 @@ class EvalConfig:
     """Adaptation steps (returns are reported after 0..num_steps)."""
     episodes_per_step: int = 40
     """Episodes per task collected before each step (and after the last)."""
+    batch_unit: Literal["episodes", "steps"] = "episodes"
+    """What episodes_per_step counts: 'episodes' exactly, or 'steps': whole episodes until each task
+    has episodes_per_step x horizon steps (the MAML reference code's test protocol); a step's return
+    is then the mean over however many episodes that took."""
     inner_lr: tuple[float, ...] = (0.1, 0.05)
     """Learning rate per step (the last repeats): the MAML paper used 0.1 then 0.05."""
     baselines: tuple[str, ...] = ("scratch", "pretrain")
@@ -298,6 +316,7 @@ class EvalConfig:
         for name in ("num_tasks", "episodes_per_step"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        check_batch_unit(self.batch_unit)
         if any(not x > 0 for x in self.baseline_lr_scales):
             raise ConfigError(f"baseline_lr_scales must be positive, got {self.baseline_lr_scales}")
         if self.num_steps < 0 or self.pretrain_iterations < 0:

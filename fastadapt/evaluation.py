@@ -5,6 +5,11 @@ step on them, collect new episodes, ... ``num_steps`` times (``adaptation.sample
 meta-training samples with). Each step's return is the mean over that step's episodes; the table
 gives the mean over tasks and a 95% confidence interval (Student t over tasks).
 
+With ``batch_unit="steps"`` each step's batch is instead whole episodes up to
+``episodes_per_step x horizon`` steps per task, the MAML reference code's test protocol (rllab's VPG
+with ``batch_size=4000``, ``max_path_length=100``): its return is then the mean over however many
+episodes that was, so tasks whose policy reaches the goal early average over more, shorter episodes.
+
 Baselines in the same protocol, with the same samples per step and the same inner updates:
 
 * ``scratch``: a freshly initialized policy;
@@ -91,9 +96,10 @@ def adaptation_returns(
     normalize: bool = True,
     device: str = "cpu",
     step_fn: Any = None,
+    unit: str = "episodes",
 ) -> np.ndarray:
     """Mean episode return of each task after 0..num_steps inner steps: ``[num_steps + 1, tasks]``.
-    ``step_fn`` is the inner step (default: VPG)."""
+    ``step_fn`` is the inner step (default: VPG); ``unit`` the batch unit (``sampling.collect``)."""
     seeds = [derive_seed(seed, 7, k) for k in range(num_steps + 1)]
     trace = sample_and_adapt(
         family,
@@ -109,8 +115,9 @@ def adaptation_returns(
         normalize,
         device,
         step_fn,
+        unit,
     )
-    return np.stack([ep.episode_returns.mean(1).cpu().numpy() for ep in trace.episodes])
+    return np.stack([ep.mean_return.cpu().numpy() for ep in trace.episodes])
 
 
 def summarize(returns: np.ndarray) -> dict[str, list[float]]:
@@ -144,6 +151,7 @@ def evaluate_learner(
         normalize=lc.normalize_advantages,
         device=lc.device,
         step_fn=getattr(learner, "inner_step_fn", None),
+        unit=cfg.batch_unit,
     )
     meta_params = {k: v.detach() for k, v in learner.meta_params.items()}
     lrs = learner.lrs(cfg.num_steps, schedule)
@@ -207,6 +215,7 @@ def tune_inner_lr(
             lc.normalize_advantages,
             lc.device,
             getattr(learner, "inner_step_fn", None),
+            cfg.batch_unit,
         )[-1].mean()
         if ret > best_ret:
             best, best_ret = lrs, float(ret)

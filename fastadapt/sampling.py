@@ -10,6 +10,13 @@ passed through unscaled.
 policy parameters, and returns :class:`Episodes` with axes ``[tasks, T, episodes, ...]``. ``T`` is the
 longest episode in the batch (at most the family's horizon); ``mask`` marks real steps. Episodes start
 together and are never reset automatically: after its last step an episode's slots are masked out.
+
+``collect_step_budget`` is the other unit of a batch, the one rllab's ``batch_size`` (and so the MAML
+reference code) counts in: whole episodes are collected per task, ``episodes_per_task`` at a time,
+until the task has at least ``episodes_per_task x horizon`` steps. A task whose policy finishes
+early (reaching a goal) so gets more, shorter episodes. Tasks then hold different numbers of
+episodes; the batch pads them with empty episodes (``lengths == 0``, fully masked), which
+:attr:`Episodes.mean_return` and every masked loss ignore. ``collect`` picks the unit by name.
 """
 
 from __future__ import annotations
@@ -23,7 +30,10 @@ import torch
 
 from fastadapt.errors import ConfigError, NonFiniteError
 from fastadapt.policies import MLPPolicy, Params
-from fastadapt.tasks.core import TaskFamily
+from fastadapt.tasks.core import TaskFamily, derive_seed
+
+#: the units a batch's size can be given in (see the module docstring)
+BATCH_UNITS = ("episodes", "steps")
 
 
 class Episodes(NamedTuple):
@@ -49,6 +59,17 @@ class Episodes(NamedTuple):
     def episode_returns(self) -> torch.Tensor:
         """Undiscounted return of each episode, ``[tasks, E]``."""
         return (self.rewards * self.mask).sum(1)
+
+    @property
+    def num_episodes(self) -> torch.Tensor:
+        """Number of real (non-empty) episodes of each task, ``[tasks]``."""
+        return (self.lengths > 0).sum(1)
+
+    @property
+    def mean_return(self) -> torch.Tensor:
+        """Mean undiscounted return over each task's real episodes, ``[tasks]`` (empty padding
+        episodes excluded)."""
+        return self.episode_returns.sum(1) / self.num_episodes.clamp_min(1)
 
     @property
     def num_steps(self) -> int:
@@ -189,6 +210,99 @@ def collect_episodes(
         bootstrap_obs=torch.from_numpy(boot.reshape(n_tasks, E, obs_dim)).to(device),
         lengths=torch.from_numpy(lengths.reshape(n_tasks, E)).to(device),
     )
+
+
+def collect_step_budget(
+    family: TaskFamily,
+    policy: MLPPolicy,
+    params: Params,
+    tasks: Sequence[Any],
+    episodes_per_task: int,
+    seed: int,
+    device: torch.device | str = "cpu",
+    deterministic: bool = False,
+) -> Episodes:
+    """Whole episodes per task until each task has at least ``episodes_per_task x horizon`` steps.
+
+    Episodes are collected in rounds of ``episodes_per_task`` per task (round 0 with ``seed``, so a
+    batch whose episodes all run the full horizon equals :func:`collect_episodes`'s), each round
+    only for the tasks still short of the budget. A task keeps its episodes in collection order up
+    to the first that reaches the budget. The batch has as many episode columns as the task with
+    the most; the others are padded with empty episodes.
+    """
+    budget = episodes_per_task * family.horizon
+    n_tasks = len(tasks)
+    per_task = params["layers.0.weight"].dim() == 3
+    counts = np.zeros(n_tasks, dtype=np.int64)
+    # (round batch, row in it, global task index, episodes kept)
+    pieces: list[tuple[Episodes, int, int, int]] = []
+    todo = np.arange(n_tasks)
+    r = 0
+    while len(todo):
+        p = {k: v[torch.as_tensor(todo)] for k, v in params.items()} if per_task else params
+        round_seed = seed if r == 0 else derive_seed(seed, 11, r)
+        ep = collect_episodes(
+            family,
+            policy,
+            p,
+            [tasks[i] for i in todo],
+            episodes_per_task,
+            round_seed,
+            device,
+            deterministic,
+        )
+        lengths = ep.lengths.cpu().numpy()
+        for row, i in enumerate(todo):
+            need = budget - counts[i]
+            cum = np.cumsum(lengths[row])
+            keep = int(np.searchsorted(cum, need)) + 1  # episodes until the budget is reached
+            keep = min(keep, episodes_per_task)
+            counts[i] += int(cum[keep - 1])
+            pieces.append((ep, row, int(i), keep))
+        todo = todo[counts[todo] < budget]
+        r += 1
+    if r == 1:  # one round: already a rectangular batch
+        return pieces[0][0]
+    E = max(sum(k for _, _, i2, k in pieces if i2 == i) for i in range(n_tasks))
+    T = max(int(ep.mask.shape[1]) for ep, _, _, _ in pieces)
+    first = pieces[0][0]
+
+    def empty(x: torch.Tensor, time: bool = True) -> torch.Tensor:
+        shape = (n_tasks, T, E, *x.shape[3:]) if time else (n_tasks, E, *x.shape[2:])
+        return torch.zeros(shape, dtype=x.dtype, device=x.device)
+
+    out = {f: empty(getattr(first, f)) for f in ("obs", "actions", "log_probs", "rewards")}
+    out.update({f: empty(getattr(first, f)) for f in ("mask", "terminated")})
+    out["bootstrap_obs"] = empty(first.bootstrap_obs, time=False)
+    out["lengths"] = empty(first.lengths, time=False)
+    filled = np.zeros(n_tasks, dtype=np.int64)
+    for ep, row, i, keep in pieces:
+        e0, t = int(filled[i]), int(ep.mask.shape[1])
+        for f in ("obs", "actions", "log_probs", "rewards", "mask", "terminated"):
+            out[f][i, :t, e0 : e0 + keep] = getattr(ep, f)[row, :, :keep]
+        out["bootstrap_obs"][i, e0 : e0 + keep] = ep.bootstrap_obs[row, :keep]
+        out["lengths"][i, e0 : e0 + keep] = ep.lengths[row, :keep]
+        filled[i] += keep
+    return Episodes(**out)
+
+
+def collect(
+    family: TaskFamily,
+    policy: MLPPolicy,
+    params: Params,
+    tasks: Sequence[Any],
+    episodes_per_task: int,
+    seed: int,
+    device: torch.device | str = "cpu",
+    unit: str = "episodes",
+) -> Episodes:
+    """A batch of ``episodes_per_task`` episodes per task (``unit="episodes"``) or of whole
+    episodes up to ``episodes_per_task x horizon`` steps per task (``unit="steps"``)."""
+    if unit == "episodes":
+        return collect_episodes(family, policy, params, tasks, episodes_per_task, seed, device)
+    if unit == "steps":
+        return collect_step_budget(family, policy, params, tasks, episodes_per_task, seed, device)
+    raise ConfigError(f"unknown batch unit {unit!r}; known: {', '.join(BATCH_UNITS)}")
 
 
 def check_finite_array(

@@ -175,3 +175,29 @@ def test_inner_lr_schedule(lr):
     from fastadapt.adaptation import inner_lr_schedule
 
     assert inner_lr_schedule(lr, 3) == (lr + [lr[-1]] * 3)[:3]
+
+
+def test_packed_batch_keeps_losses_steps_and_second_order_gradients():
+    from fastadapt.adaptation import pack_batch, subsample_batch
+
+    pol, params, train, valid = tiny_problem(tasks=3, T=5, E=4)
+    # padding like a step-budget batch: task 1 has two empty episodes, task 2 short episodes
+    mask = train.mask.clone()
+    mask[1, :, 2:] = 0
+    mask[2, 2:, :] = 0
+    train = train._replace(mask=mask, advantages=train.advantages * mask)
+    packed = pack_batch(train)
+    assert packed.obs.shape == (3, int(mask.flatten(1).sum(1).max()), 1, 2)
+    assert torch.equal(packed.mask.sum((1, 2)), mask.sum((1, 2)))
+    torch.testing.assert_close(inner_loss(pol, params, packed), inner_loss(pol, params, train))
+    a, _ = adapt_step(pol, params, train, 0.3)
+    b, _ = adapt_step(pol, params, packed, 0.3)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k])
+    ga = torch.autograd.grad(meta_objective(pol, params, train, valid, 0.3), list(params.values()))
+    gb = torch.autograd.grad(meta_objective(pol, params, packed, valid, 0.3), list(params.values()))
+    for x, y in zip(ga, gb, strict=True):
+        torch.testing.assert_close(x, y)
+    # subsampling takes episodes of a padded batch and steps of a packed one
+    assert subsample_batch(train, 2).obs.shape == (3, 5, 2, 2)
+    assert subsample_batch(packed, 2).obs.shape[1:3] == ((packed.obs.shape[1] + 1) // 2, 1)

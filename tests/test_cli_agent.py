@@ -89,6 +89,9 @@ def test_evaluate_adapt_report(trained, capsys):
         == 0
     )
     assert "after 1 step" in capsys.readouterr().out
+    args = ["adapt", str(trained), "--steps", "1", "--episodes", "2", "--batch-unit", "steps"]
+    assert main(args) == 0
+    assert "after 1 step" in capsys.readouterr().out
     assert main(["report", str(trained)]) == 0
     report = (trained / "report.md").read_text()
     assert "training.png" in report and "| maml |" in report

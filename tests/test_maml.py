@@ -1,5 +1,6 @@
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 
@@ -103,6 +104,7 @@ def test_discrete_family_trains():
         ("env", "Nope-v0", "unknown task family"),
         ("gamma", 1.5, "gamma"),
         ("env_kwargs", "{bad", "JSON"),
+        ("batch_unit", "transitions", "batch_unit"),
     ],
 )
 def test_bad_config_values_are_refused(field, value, match):
@@ -144,3 +146,21 @@ def test_fisher_approximations_against_the_exact_fisher_vector_product():
     # the adapted-parameter Fisher (inner Jacobian taken as identity) is close to it
     adapted = _fvp("adapted", 1)
     assert float((adapted - exact).norm() / exact.norm()) < 0.1
+
+
+def test_step_batch_unit_trains_and_evaluates():
+    from fastadapt.config import EvalConfig
+    from fastadapt.evaluation import evaluate_learner
+
+    learner = MAML(dataclasses.replace(SMALL, batch_unit="steps"))
+    for _ in range(2):
+        m = learner.step()
+        assert m["outer/kl"] <= learner.config.max_kl
+    # whole episodes up to 6 x 100 steps per task, two collections per iteration
+    assert learner.env_steps >= 2 * 2 * 6 * 6 * 100
+    ev = EvalConfig(num_tasks=3, episodes_per_step=2, num_steps=1, baselines=(), batch_unit="steps")
+    res = evaluate_learner(learner, ev, progress=False)
+    assert res["protocol"]["batch_unit"] == "steps"
+    assert all(np.isfinite(res["returns"]["maml"]["mean"]))
+    with pytest.raises(ConfigError, match="batch_unit"):
+        dataclasses.replace(ev, batch_unit="transitions").validate()

@@ -95,3 +95,79 @@ def test_gym_adapter_sampling_matches_shapes():
     ep = collect_episodes(family, pol, pol.init_params(), [{}, {}], 3, seed=0)
     assert ep.obs.shape[0] == 2 and ep.obs.shape[2] == 3
     assert np.all(ep.terminated.sum(1).numpy() == 1)
+
+
+def zero_policy(family):
+    """A policy whose mean action is 0 (the robot stands still); acting deterministically."""
+    pol = policy_for_family(family.id, family.observation_space, family.action_space)
+    params = pol.init_params(torch.Generator().manual_seed(0))
+    params = {k: torch.zeros_like(v) if k.startswith("layers.2") else v for k, v in params.items()}
+    return pol, params
+
+
+def test_step_budget_gives_short_episodes_more_episodes():
+    from fastadapt.sampling import collect_step_budget
+    from fastadapt.tasks.navigation import Navigation2D, NavigationTask
+
+    family = Navigation2D(horizon=10)
+    pol, params = zero_policy(family)
+    # standing still at the origin: goal (0, 0) ends every episode after 1 step; (0.4, 0.4) never
+    tasks = [NavigationTask(0.0, 0.0), NavigationTask(0.4, 0.4)]
+    ep = collect_step_budget(family, pol, params, tasks, 3, seed=0, deterministic=True)
+    assert ep.num_episodes.tolist() == [30, 3]  # 3 x 10 steps each
+    assert ep.lengths[0].tolist() == [1] * 30
+    assert ep.lengths[1].tolist() == [10] * 3 + [0] * 27  # padded with empty episodes
+    torch.testing.assert_close(ep.mask.sum((1, 2)), torch.tensor([30.0, 30.0]))
+    assert ep.mask[1, :, 3:].sum() == 0 and ep.rewards[1, :, 3:].abs().sum() == 0
+    assert ep.terminated[0].sum() == 30 and ep.terminated[1].sum() == 0
+    # the mean return ignores padding: task 1 loses 10 x 0.566 per episode
+    torch.testing.assert_close(ep.mean_return, torch.tensor([0.0, -10 * 0.4 * 2**0.5]))
+
+
+def test_step_budget_is_minimal_whole_episodes_and_per_task():
+    from fastadapt.sampling import collect, collect_step_budget
+
+    family, pol, params, _ = setup()
+    tasks = [
+        family.task_type(0.05, 0.05),
+        family.task_type(0.45, -0.45),
+        family.task_type(0.0, 0.1),
+    ]
+    per_task = {k: v.clone() for k, v in expand_params(params, 3).items()}
+    # task 2 moves straight up 0.05 a step (almost no noise): its goal ends every episode at step 2
+    per_task["layers.2.weight"][2] = 0.0
+    per_task["layers.2.bias"][2] = torch.tensor([0.0, 0.5])
+    per_task["log_std"][2] = -8.0
+    E = 4
+    ep = collect_step_budget(family, pol, per_task, tasks, E, seed=3)
+    budget = E * family.horizon
+    for i in range(3):
+        lens = ep.lengths[i][ep.lengths[i] > 0]
+        assert (ep.lengths[i][len(lens) :] == 0).all()  # real episodes first, then padding
+        assert lens.sum() >= budget and lens[:-1].sum() < budget  # whole episodes, no more
+    assert ep.num_episodes[2] == budget // 2 and (ep.lengths[2] == 2).all()
+    assert (ep.num_episodes[:2] >= E).all()
+    # the first round is the episode-unit batch with the same seed
+    plain = collect(family, pol, per_task, tasks, E, seed=3, unit="episodes")
+    T = plain.mask.shape[1]
+    torch.testing.assert_close(ep.obs[:, :T, :E], plain.obs)
+    # advantages on a padded batch are finite and zero on the padding
+    from fastadapt.adaptation import make_adapt_batch
+
+    batch = make_adapt_batch(ep, 0.99, 1.0)
+    assert torch.isfinite(batch.advantages).all()
+    assert (batch.advantages * (1 - ep.mask)).abs().sum() == 0
+    with pytest.raises(ConfigError, match="batch unit"):
+        collect(family, pol, params, tasks, E, seed=3, unit="transitions")
+
+
+def test_step_budget_equals_episode_batch_when_no_episode_ends_early():
+    from fastadapt.sampling import collect
+
+    family = make_family("Navigation2D-v0")
+    pol, params = zero_policy(family)
+    tasks = [family.task_type(0.3, 0.3), family.task_type(-0.2, 0.4)]
+    a = collect(family, pol, params, tasks, 3, seed=1, unit="steps")
+    b = collect(family, pol, params, tasks, 3, seed=1, unit="episodes")
+    for x, y in zip(a, b, strict=True):
+        torch.testing.assert_close(x, y)

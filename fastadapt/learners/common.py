@@ -81,8 +81,9 @@ def sample_iteration(learner: Any, lrs: list, step_fn: Any = None):
         cfg.normalize_advantages,
         learner.device,
         step_fn,
+        cfg.batch_unit,
     )
-    pre, post = (trace.episodes[i].episode_returns.mean(1) for i in (0, -1))
+    pre, post = (trace.episodes[i].mean_return for i in (0, -1))
     learner.task_sampler.update(task_idx, pre, post)
     return trace, pre, post, time.perf_counter() - t0
 

@@ -30,6 +30,7 @@ from fastadapt.adaptation import (
     inner_loss,
     inner_lr_schedule,
     make_adapt_batch,
+    subsample_batch,
 )
 from fastadapt.config import MAMLConfig
 from fastadapt.learners.common import (
@@ -91,7 +92,11 @@ class MAML(Checkpointable):
         K = cfg.num_inner_steps
         trace, pre, post, t_sample = sample_iteration(self, self.lrs(K))
         valid = make_adapt_batch(
-            trace.episodes[-1], cfg.gamma, cfg.gae_lambda, cfg.normalize_advantages
+            trace.episodes[-1],
+            cfg.gamma,
+            cfg.gae_lambda,
+            cfg.normalize_advantages,
+            pack=cfg.batch_unit == "steps",
         )
         info = self._outer_step(trace.batches, trace.grads, trace.params, valid)
         check_finite(self.trainable(), it)
@@ -215,11 +220,11 @@ class MAML(Checkpointable):
 def _subsampled_exact_kl(policy, meta_params, batches, grads, lrs, every, kl_of, num_tasks):
     """A KL whose Hessian at the current meta-parameters is the exact Gauss-Newton Fisher
     ``J^T F J`` through the adaptation, with the inner Hessians in ``J = prod(I - lr H_k)`` estimated
-    on every ``every``-th episode of each pre-update batch (and ``F`` on the subsampled post-update
+    on every ``every``-th episode (or step, if packed) of each pre-update batch (and ``F`` on the subsampled post-update
     samples ``kl_of`` uses). The adaptation is linearized around the sampled one,
     ``phi_k = phi_{k-1} - lr_k (g_k + g_k^sub(phi_{k-1}) - g_k^sub(phi_{k-1}^old))``, so the KL's
     gradient vanishes at the current point and its Hessian there is exactly ``J^T F J``."""
-    subs = [AdaptBatch(*(None if x is None else x[:, :, ::every] for x in b)) for b in batches]
+    subs = [subsample_batch(b, every) for b in batches]
     anchors, phi_old = [], expand_params({k: v.detach() for k, v in meta_params.items()}, num_tasks)
     for b, g, lr in zip(subs, grads, lrs, strict=True):
         _, g_sub = adapt_step(policy, phi_old, b, lr, first_order=True)

@@ -59,7 +59,11 @@ class ProMP(Checkpointable):
         lrs = self.lrs(cfg.num_inner_steps)
         trace, pre, post, t_sample = sample_iteration(self, lrs)
         valid = make_adapt_batch(
-            trace.episodes[-1], cfg.gamma, cfg.gae_lambda, cfg.normalize_advantages
+            trace.episodes[-1],
+            cfg.gamma,
+            cfg.gae_lambda,
+            cfg.normalize_advantages,
+            pack=cfg.batch_unit == "steps",
         )
         pre_obs = flat_tasks(trace.batches[0].obs)
         pre_mask = flat_tasks(trace.batches[0].mask.unsqueeze(-1)).squeeze(-1)
