@@ -45,13 +45,14 @@ def main() -> None:
         help="inner learning rate in training; the test halves it after the first step",
     )
     p.add_argument("--inner-steps", type=int, default=1, help="inner steps in meta-training")
+    p.add_argument("--meta-batch-size", type=int, default=20, help="tasks per meta-iteration")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args()
     t0 = time.perf_counter()
     cfg = MAMLConfig(
         env="CartPoleDynamics-v0",
         meta_iterations=args.meta_iterations,
-        meta_batch_size=20,
+        meta_batch_size=args.meta_batch_size,
         episodes_per_task=10,
         num_inner_steps=args.inner_steps,
         inner_lr=(args.inner_lr, args.inner_lr / 2),
@@ -110,6 +111,7 @@ def main() -> None:
             "maml_minus": {k: {"mean": v["mean"], "ci95": v["ci95"]} for k, v in paired.items()},
             "inner_lr": args.inner_lr,
             "inner_steps": args.inner_steps,
+            "meta_batch_size": args.meta_batch_size,
             "env_steps_trained": result["env_steps_trained"],
         },
     )
