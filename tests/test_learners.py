@@ -49,6 +49,8 @@ def test_reptile_ppo_inner_and_adam_outer_run():
     learner = Reptile(ReptileConfig(**SMALL, inner_algo="ppo", outer="adam", outer_lr=1e-2))
     m = learner.step()
     assert np.isfinite(list(m.values())).all()
+    learner = Reptile(ReptileConfig(**SMALL, batch_unit="steps"))
+    assert np.isfinite(list(learner.step().values())).all()
 
 
 def test_lvc_first_derivative_equals_reinforce_gradient_but_not_second():
@@ -81,8 +83,9 @@ def test_lvc_first_derivative_equals_reinforce_gradient_but_not_second():
         torch.testing.assert_close(a1[k], a2[k])
 
 
-def test_promp_step_runs_and_adapts_kl_coefficient():
-    learner = ProMP(ProMPConfig(**SMALL, promp_steps=2))
+@pytest.mark.parametrize("unit", ["episodes", "steps"])
+def test_promp_step_runs_and_adapts_kl_coefficient(unit):
+    learner = ProMP(ProMPConfig(**SMALL, promp_steps=2, batch_unit=unit))
     before = {k: v.detach().clone() for k, v in learner.meta_params.items()}
     m = learner.step()
     assert m["outer/kl"] >= 0 and m["outer/kl_coef"] != ProMPConfig().kl_coef
@@ -172,6 +175,8 @@ def test_rl2_bad_config():
         SequencePolicy(1, 2, True, "mamba")
     with pytest.raises(ConfigError, match="minibatches"):
         RL2(RL2Config(meta_batch_size=2, minibatches=4))
+    with pytest.raises(ConfigError, match="batch_unit"):
+        RL2(RL2Config(meta_batch_size=2, batch_unit="steps"))
 
 
 # ---- prioritized task sampling -------------------------------------------------------------------
