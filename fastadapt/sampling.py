@@ -21,6 +21,7 @@ episodes; the batch pads them with empty episodes (``lengths == 0``, fully maske
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -241,16 +242,22 @@ def collect_step_budget(
     while len(todo):
         p = {k: v[torch.as_tensor(todo)] for k, v in params.items()} if per_task else params
         round_seed = seed if r == 0 else derive_seed(seed, 11, r)
-        ep = collect_episodes(
-            family,
-            policy,
-            p,
-            [tasks[i] for i in todo],
-            episodes_per_task,
-            round_seed,
-            device,
-            deterministic,
-        )
+        try:
+            ep = collect_episodes(
+                family,
+                policy,
+                p,
+                [tasks[i] for i in todo],
+                episodes_per_task,
+                round_seed,
+                device,
+                deterministic,
+            )
+        except NonFiniteError as e:  # name the task by its index in the whole batch
+            msg = re.sub(
+                r"from task (\d+)", lambda m, ids=todo: f"from task {ids[int(m[1])]}", str(e)
+            )
+            raise NonFiniteError(msg) from None
         lengths = ep.lengths.cpu().numpy()
         for row, i in enumerate(todo):
             need = budget - counts[i]

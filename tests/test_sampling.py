@@ -171,3 +171,24 @@ def test_step_budget_equals_episode_batch_when_no_episode_ends_early():
     b = collect(family, pol, params, tasks, 3, seed=1, unit="episodes")
     for x, y in zip(a, b, strict=True):
         torch.testing.assert_close(x, y)
+
+
+def test_step_budget_names_the_batch_task_of_a_non_finite_later_round(monkeypatch):
+    import fastadapt.sampling as sampling
+    from fastadapt.tasks.navigation import Navigation2D, NavigationTask
+
+    family = Navigation2D(horizon=10)
+    pol, params = zero_policy(family)
+    tasks = [NavigationTask(0.4, 0.4), NavigationTask(0.0, 0.0)]  # only task 1 needs round 2
+    real, calls = sampling.collect_episodes, []
+
+    def flaky(*args, **kwargs):
+        calls.append(len(args[3]))
+        if len(calls) == 2:  # round 2 collects task 1 alone, as its task 0
+            raise NonFiniteError("Nav: non-finite rewards from task 0 (episode 1) at step 0")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sampling, "collect_episodes", flaky)
+    with pytest.raises(NonFiniteError, match="from task 1 "):
+        sampling.collect_step_budget(family, pol, params, tasks, 3, seed=0, deterministic=True)
+    assert calls == [2, 1]
