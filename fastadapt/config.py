@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from fastadapt.errors import ConfigError
+from fastadapt.sampling import check_batch_unit
 
 
 @dataclass
@@ -95,12 +96,6 @@ class CommonConfig:
             raise ConfigError(f"device must be cpu or cuda[:N], got {self.device!r}")
         check_batch_unit(self.batch_unit)
         self.env_options()
-
-
-def check_batch_unit(unit: str) -> None:
-    """Refuse a batch unit other than 'episodes' or 'steps'."""
-    if unit not in ("episodes", "steps"):
-        raise ConfigError(f"batch_unit must be 'episodes' or 'steps', got {unit!r}")
 
 
 def _check_inner(cfg: Any, min_steps: int) -> None:

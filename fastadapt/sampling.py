@@ -21,7 +21,6 @@ episodes; the batch pads them with empty episodes (``lengths == 0``, fully maske
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -35,6 +34,14 @@ from fastadapt.tasks.core import TaskFamily, derive_seed
 
 #: the units a batch's size can be given in (see the module docstring)
 BATCH_UNITS = ("episodes", "steps")
+
+
+def check_batch_unit(unit: str) -> None:
+    """Refuse a batch unit other than those in :data:`BATCH_UNITS`."""
+    if unit not in BATCH_UNITS:
+        raise ConfigError(
+            f"unknown batch unit {unit!r} (batch_unit); known: {', '.join(BATCH_UNITS)}"
+        )
 
 
 class Episodes(NamedTuple):
@@ -124,13 +131,15 @@ def collect_episodes(
     seed: int,
     device: torch.device | str = "cpu",
     deterministic: bool = False,
+    task_ids: Sequence[int] | None = None,
 ) -> Episodes:
     """Sample ``episodes_per_task`` episodes of every task with the policy in closed loop.
 
     ``params`` are shared (one set for all tasks) or per task (leading dim ``len(tasks)``). Continuous
     actions are clipped to the action space's bounds before stepping; log-probs are those of the
     unclipped samples. The same ``seed`` gives the same batch. ``deterministic`` acts greedily.
-    Raises :class:`NonFiniteError` naming the task and step if the environment returns NaN or inf.
+    Raises :class:`NonFiniteError` naming the task and step if the environment returns NaN or inf
+    (``task_ids`` names the tasks in messages; default their positions in ``tasks``).
     """
     n_tasks, E = len(tasks), episodes_per_task
     if n_tasks == 0 or E <= 0:
@@ -169,7 +178,7 @@ def collect_episodes(
     alive = np.ones(N, dtype=bool)
 
     obs = np.asarray(env.reset(), dtype=np.float32)
-    check_finite_array(obs, "observations", 0, E, family.id)
+    check_finite_array(obs, "observations", 0, E, family.id, task_ids=task_ids)
     T = H
     for t in range(H):
         obs_buf[t] = obs
@@ -185,8 +194,8 @@ def collect_episodes(
         act_buf[t] = a_np
         obs, reward, terminated, truncated = env.step(env_action_of(a_np))
         obs = np.asarray(obs, dtype=np.float32)
-        check_finite_array(reward, "rewards", t, E, family.id, alive)
-        check_finite_array(obs, "observations", t + 1, E, family.id, alive)
+        check_finite_array(reward, "rewards", t, E, family.id, alive, task_ids)
+        check_finite_array(obs, "observations", t + 1, E, family.id, alive, task_ids)
         rew_buf[t] = reward
         term_buf[t] = terminated & alive
         ended = alive & (terminated | truncated)
@@ -213,6 +222,9 @@ def collect_episodes(
     )
 
 
+_TIME_FIELDS = ("obs", "actions", "log_probs", "rewards", "mask", "terminated")
+
+
 def collect_step_budget(
     family: TaskFamily,
     policy: MLPPolicy,
@@ -231,65 +243,56 @@ def collect_step_budget(
     to the first that reaches the budget. The batch has as many episode columns as the task with
     the most; the others are padded with empty episodes.
     """
-    budget = episodes_per_task * family.horizon
+    E = episodes_per_task
+    budget = E * family.horizon
     n_tasks = len(tasks)
     per_task = params["layers.0.weight"].dim() == 3
-    counts = np.zeros(n_tasks, dtype=np.int64)
-    # (round batch, row in it, global task index, episodes kept)
-    pieces: list[tuple[Episodes, int, int, int]] = []
+    counts = np.zeros(n_tasks, dtype=np.int64)  # steps kept per task
+    kept = np.zeros(n_tasks, dtype=np.int64)  # episodes kept per task
+    # (round batch, row in it, task index, first column, episodes kept)
+    pieces: list[tuple[Episodes, int, int, int, int]] = []
     todo = np.arange(n_tasks)
     r = 0
     while len(todo):
         p = {k: v[torch.as_tensor(todo)] for k, v in params.items()} if per_task else params
         round_seed = seed if r == 0 else derive_seed(seed, 11, r)
-        try:
-            ep = collect_episodes(
-                family,
-                policy,
-                p,
-                [tasks[i] for i in todo],
-                episodes_per_task,
-                round_seed,
-                device,
-                deterministic,
-            )
-        except NonFiniteError as e:  # name the task by its index in the whole batch
-            msg = re.sub(
-                r"from task (\d+)", lambda m, ids=todo: f"from task {ids[int(m[1])]}", str(e)
-            )
-            raise NonFiniteError(msg) from None
-        lengths = ep.lengths.cpu().numpy()
-        for row, i in enumerate(todo):
-            need = budget - counts[i]
-            cum = np.cumsum(lengths[row])
-            keep = int(np.searchsorted(cum, need)) + 1  # episodes until the budget is reached
-            keep = min(keep, episodes_per_task)
-            counts[i] += int(cum[keep - 1])
-            pieces.append((ep, row, int(i), keep))
+        sub_tasks = [tasks[i] for i in todo]
+        ep = collect_episodes(
+            family, policy, p, sub_tasks, E, round_seed, device, deterministic, todo.tolist()
+        )
+        cum = np.cumsum(ep.lengths.cpu().numpy(), axis=1)  # [len(todo), E]
+        # episodes up to (and including) the first that reaches the budget
+        keep = np.minimum((cum < (budget - counts[todo])[:, None]).sum(1) + 1, E)
+        pieces += [
+            (ep, row, int(i), int(kept[i]), int(k))
+            for row, (i, k) in enumerate(zip(todo, keep, strict=True))
+        ]
+        counts[todo] += cum[np.arange(len(todo)), keep - 1]
+        kept[todo] += keep
         todo = todo[counts[todo] < budget]
         r += 1
     if r == 1:  # one round: already a rectangular batch
         return pieces[0][0]
-    E = max(sum(k for _, _, i2, k in pieces if i2 == i) for i in range(n_tasks))
-    T = max(int(ep.mask.shape[1]) for ep, _, _, _ in pieces)
+    cols = int(kept.max())
+    T = max(int(piece[0].mask.shape[1]) for piece in pieces)
     first = pieces[0][0]
-
-    def empty(x: torch.Tensor, time: bool = True) -> torch.Tensor:
-        shape = (n_tasks, T, E, *x.shape[3:]) if time else (n_tasks, E, *x.shape[2:])
-        return torch.zeros(shape, dtype=x.dtype, device=x.device)
-
-    out = {f: empty(getattr(first, f)) for f in ("obs", "actions", "log_probs", "rewards")}
-    out.update({f: empty(getattr(first, f)) for f in ("mask", "terminated")})
-    out["bootstrap_obs"] = empty(first.bootstrap_obs, time=False)
-    out["lengths"] = empty(first.lengths, time=False)
-    filled = np.zeros(n_tasks, dtype=np.int64)
-    for ep, row, i, keep in pieces:
-        e0, t = int(filled[i]), int(ep.mask.shape[1])
-        for f in ("obs", "actions", "log_probs", "rewards", "mask", "terminated"):
-            out[f][i, :t, e0 : e0 + keep] = getattr(ep, f)[row, :, :keep]
-        out["bootstrap_obs"][i, e0 : e0 + keep] = ep.bootstrap_obs[row, :keep]
-        out["lengths"][i, e0 : e0 + keep] = ep.lengths[row, :keep]
-        filled[i] += keep
+    out = {  # fields with a time axis are [tasks, T, E, ...]; bootstrap_obs, lengths [tasks, E, ...]
+        f: torch.zeros(
+            (n_tasks, T, cols, *x.shape[3:])
+            if f in _TIME_FIELDS
+            else (n_tasks, cols, *x.shape[2:]),
+            dtype=x.dtype,
+            device=x.device,
+        )
+        for f, x in first._asdict().items()
+    }
+    for ep, row, i, e0, keep in pieces:
+        t = int(ep.mask.shape[1])
+        for f, x in ep._asdict().items():
+            if f in _TIME_FIELDS:
+                out[f][i, :t, e0 : e0 + keep] = x[row, :, :keep]
+            else:
+                out[f][i, e0 : e0 + keep] = x[row, :keep]
     return Episodes(**out)
 
 
@@ -305,18 +308,23 @@ def collect(
 ) -> Episodes:
     """A batch of ``episodes_per_task`` episodes per task (``unit="episodes"``) or of whole
     episodes up to ``episodes_per_task x horizon`` steps per task (``unit="steps"``)."""
-    if unit == "episodes":
-        return collect_episodes(family, policy, params, tasks, episodes_per_task, seed, device)
-    if unit == "steps":
-        return collect_step_budget(family, policy, params, tasks, episodes_per_task, seed, device)
-    raise ConfigError(f"unknown batch unit {unit!r}; known: {', '.join(BATCH_UNITS)}")
+    check_batch_unit(unit)
+    fn = collect_step_budget if unit == "steps" else collect_episodes
+    return fn(family, policy, params, tasks, episodes_per_task, seed, device)
 
 
 def check_finite_array(
-    x: np.ndarray, what: str, t: int, E: int, family_id: str, alive: np.ndarray | None = None
+    x: np.ndarray,
+    what: str,
+    t: int,
+    E: int,
+    family_id: str,
+    alive: np.ndarray | None = None,
+    task_ids: Sequence[int] | None = None,
 ) -> None:
     """Raise :class:`NonFiniteError` naming the task, episode and step of the first non-finite
-    entry among live environments (``E`` environments per task)."""
+    entry among live environments (``E`` environments per task; task ``k`` is named
+    ``task_ids[k]`` if given)."""
     bad = ~np.isfinite(x)
     if bad.ndim > 1:
         bad = bad.reshape(len(bad), -1).any(axis=1)
@@ -324,6 +332,7 @@ def check_finite_array(
         bad &= alive
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
+        task = i // E if task_ids is None else task_ids[i // E]
         raise NonFiniteError(
-            f"{family_id}: non-finite {what} from task {i // E} (episode {i % E}) at step {t}"
+            f"{family_id}: non-finite {what} from task {task} (episode {i % E}) at step {t}"
         )

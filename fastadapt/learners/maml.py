@@ -220,8 +220,8 @@ class MAML(Checkpointable):
 def _subsampled_exact_kl(policy, meta_params, batches, grads, lrs, every, kl_of, num_tasks):
     """A KL whose Hessian at the current meta-parameters is the exact Gauss-Newton Fisher
     ``J^T F J`` through the adaptation, with the inner Hessians in ``J = prod(I - lr H_k)`` estimated
-    on every ``every``-th episode (or step, if packed) of each pre-update batch (and ``F`` on the subsampled post-update
-    samples ``kl_of`` uses). The adaptation is linearized around the sampled one,
+    on every ``every``-th episode (or step, if packed) of each pre-update batch (and ``F`` on the
+    subsampled post-update samples ``kl_of`` uses). The adaptation is linearized around the sampled one,
     ``phi_k = phi_{k-1} - lr_k (g_k + g_k^sub(phi_{k-1}) - g_k^sub(phi_{k-1}^old))``, so the KL's
     gradient vanishes at the current point and its Hessian there is exactly ``J^T F J``."""
     subs = [subsample_batch(b, every) for b in batches]
