@@ -6,6 +6,10 @@ sampling and random play computed on the same held-out tasks.
 For each (k, n): train RL² (GRU) on trials of n pulls, then report the mean total reward over n
 pulls on 1000 held-out bandits. Writes {"results": [{"k", "n", "rl2", "paper", "ucb1", "thompson",
 "random", ...}]}.
+
+A long setting (n = 100) starts from the model of the same k's n = 10 setting when this run trained
+one (`init_from`, a curriculum over trial length; the paper trained every setting from scratch, with
+far more samples). `--from-scratch` turns this off.
 """
 
 from __future__ import annotations
@@ -26,15 +30,23 @@ PAPER = {(5, 10): 6.7, (5, 100): 78.7, (10, 10): 6.7, (10, 100): 83.5}
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--iterations", type=int, default=400, help="RL² iterations for n = 10")
-    p.add_argument("--iterations-long", type=int, default=150, help="RL² iterations for n = 100")
+    p.add_argument("--iterations-long", type=int, default=200, help="RL² iterations for n = 100")
     p.add_argument("--settings", default="5x10,10x10,5x100,10x100")
     p.add_argument("--eval-tasks", type=int, default=1000)
     p.add_argument("--run-root", type=Path, default=Path("runs/bench_rl2_bandits"))
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="train n = 100 from scratch instead of from this run's n = 10 model of the same k",
+    )
     args = p.parse_args()
     results = []
+    trained: dict[tuple[int, int], Path] = {}
     for setting in args.settings.split(","):
         k, n = (int(x) for x in setting.split("x"))
+        short = trained.get((k, 10)) if n > 10 and not args.from_scratch else None
+        run_dir = args.run_root / f"k{k}_n{n}"
         cfg = RL2Config(
             env="Bandit-v0",
             env_kwargs=f'{{"k": {k}}}',
@@ -44,11 +56,12 @@ def main() -> None:
             entropy_coef=0.003,
             meta_iterations=args.iterations if n <= 10 else args.iterations_long,
             checkpoint_every=100,
+            init_from=str(short) if short else "",
         )
-        row = {"k": k, "n": n}
+        row = {"k": k, "n": n, "init_from": f"k={k} n=10" if short else "scratch"}
         row |= train_rl2_row(
             cfg,
-            args.run_root / f"k{k}_n{n}",
+            run_dir,
             args.eval_tasks,
             PAPER.get((k, n)),
             {
@@ -58,13 +71,14 @@ def main() -> None:
             not args.no_progress,
         )
         results.append(row)
+        trained[(k, n)] = run_dir
         print(
             f"k={k} n={n}: rl2 {row['rl2']:.2f} (paper {row['paper']}), thompson "
             f"{row['thompson']:.2f}, ucb1 {row['ucb1']:.2f}, random {row['random']:.2f}",
             flush=True,
         )
     print_table(
-        ["k", "n", "RL² (ours)", "RL² (paper)", "UCB1", "Thompson", "random", "train s"],
+        ["k", "n", "RL² (ours)", "RL² (paper)", "UCB1", "Thompson", "random", "train s", "start"],
         [
             [
                 r["k"],
@@ -75,6 +89,7 @@ def main() -> None:
                 r["thompson"],
                 r["random"],
                 r["train_s"],
+                r["init_from"],
             ]
             for r in results
         ],

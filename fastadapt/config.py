@@ -60,6 +60,10 @@ class CommonConfig:
     """Priority: low post-adaptation return, or low gain from adaptation."""
     flush_denormal: bool = True
     """Flush subnormal floats to zero on CPU while training (process-wide; measured faster)."""
+    init_from: str = ""
+    """Start from the parameters of another run (its directory, or a checkpoint file), e.g. one
+    trained on shorter trials; they must match this run's by name and shape. Optimizer state and
+    counters start fresh. Ignored when resuming from a checkpoint of this run."""
 
     def env_options(self) -> dict[str, Any]:
         """``env_kwargs`` parsed."""

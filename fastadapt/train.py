@@ -28,6 +28,7 @@ from fastadapt.config import (
     config_to_dict,
 )
 from fastadapt.errors import CheckpointError, ConfigError, NonFiniteError, RunDirError
+from fastadapt.learners.common import unpack_state
 from fastadapt.learners.maml import MAML
 from fastadapt.learners.promp import ProMP
 from fastadapt.learners.reptile import Reptile
@@ -116,6 +117,8 @@ def train(
     interruption drills) without writing the final model. ``track`` also logs to Weights & Biases."""
     cfg = learner.config
     configure_cpu(getattr(cfg, "flush_denormal", False))
+    if cfg.init_from and Path(cfg.init_from).resolve() == Path(run_dir).resolve():
+        raise ConfigError(f"init_from cannot be the run's own directory ({run_dir})")
     run_dir = prepare_run_dir(Path(run_dir), overwrite=overwrite, resume=resume)
     ident = _normalize(run_identity(learner))
     if resume:
@@ -127,6 +130,8 @@ def train(
             learner.load_state(tensors, meta)
     else:
         write_config(run_dir, {"algorithm": learner.name, "config": config_to_dict(cfg)})
+    if cfg.init_from and learner.iteration == 0:
+        init_from_run(learner, cfg.init_from)
     logger = MetricsLogger(
         run_dir,
         resume_from=learner.iteration if resume else None,
@@ -186,16 +191,28 @@ def _last_checkpoint_name(run_dir: Path) -> str:
     return str(found[-1]) if found else "none written yet"
 
 
-def _check_tensors(learner: Any, tensors: dict[str, Any]) -> None:
+def _check_tensors(
+    learner: Any, tensors: dict[str, Any], prefix: str = "", source: str = "checkpoint"
+) -> None:
+    """Refuse ``tensors`` lacking one of the learner's state tensors (those starting with
+    ``prefix``; optimizer state is optional) or holding it in another shape."""
     for k, v in learner.state_tensors().items():
-        if k.startswith("optim."):
+        if k.startswith("optim.") or not k.startswith(prefix):
             continue
         if k not in tensors:
-            raise CheckpointError(f"checkpoint lacks tensor {k!r}")
+            raise CheckpointError(f"{source} lacks tensor {k!r}")
         if tuple(tensors[k].shape) != tuple(v.shape):
             raise CheckpointError(
-                f"checkpoint tensor {k!r} has shape {tuple(tensors[k].shape)}, expected {tuple(v.shape)}"
+                f"{source} tensor {k!r} has shape {tuple(tensors[k].shape)}, expected {tuple(v.shape)}"
             )
+
+
+def init_from_run(learner: Any, path: Path | str) -> None:
+    """Copy the parameters of another run's model (``path``: its directory or a checkpoint file)
+    into ``learner``; they must match by name and shape. Optimizer state and counters stay fresh."""
+    tensors, _ = read_model(path)
+    _check_tensors(learner, tensors, prefix="param.", source=f"init_from {path}")
+    unpack_state(learner.trainable(), None, tensors, learner.device)
 
 
 def learner_from_run(run_dir: Path | str) -> Any:
@@ -218,20 +235,23 @@ def resume_run(
     )
 
 
+def read_model(path: Path | str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Tensors and sidecar of a run directory's final model (else its newest loadable
+    checkpoint), or of a checkpoint file."""
+    path = Path(path)
+    if not path.is_dir():
+        return load_checkpoint(path)
+    if (path / f"{FINAL}.json").exists():
+        return load_checkpoint(path / f"{FINAL}.json")
+    found = latest_valid_checkpoint(path)
+    if found is None:
+        raise RunDirError(f"{path} holds no model and no checkpoint yet")
+    return found
+
+
 def load_learner(path: Path | str) -> Any:
     """A learner restored from a run directory's final model, or from a checkpoint file."""
-    path = Path(path)
-    if path.is_dir():
-        ckpt = path / f"{FINAL}.json"
-        if not ckpt.exists():
-            found = latest_valid_checkpoint(path)
-            if found is None:
-                raise RunDirError(f"{path} holds no model and no checkpoint yet")
-            tensors, meta = found
-        else:
-            tensors, meta = load_checkpoint(ckpt)
-    else:
-        tensors, meta = load_checkpoint(path)
+    tensors, meta = read_model(path)
     algorithm = meta.get("algorithm")
     if algorithm not in LEARNERS:
         raise CheckpointError(f"checkpoint names unknown algorithm {algorithm!r}")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fastadapt.config import MAMLConfig
-from fastadapt.errors import CheckpointError, RunDirError
+from fastadapt.errors import CheckpointError, ConfigError, RunDirError
 from fastadapt.runs import load_checkpoint, read_metrics, save_checkpoint
 from fastadapt.train import load_learner, make_learner, resume_run, train
 
@@ -259,3 +259,55 @@ def test_report_compares_runs_side_by_side(tmp_path):
     assert "maml (maml)" in text and "reptile (reptile)" in text
     assert (tmp_path / "cmp" / "training.png").exists()
     assert (tmp_path / "cmp" / "adaptation_report.png").exists()
+
+
+def test_init_from_starts_from_another_runs_parameters(tmp_path):
+    from fastadapt.config import RL2Config
+    from fastadapt.train import init_from_run
+
+    short = RL2Config(
+        env="Bandit-v0",
+        meta_batch_size=8,
+        episodes_per_task=3,
+        meta_iterations=3,
+        hidden_size=16,
+        minibatches=2,
+    )
+    train(make_learner("rl2", short), tmp_path / "short", progress=False)
+    longer = dataclasses.replace(short, episodes_per_task=6, meta_iterations=2, checkpoint_every=1)
+    warm = dataclasses.replace(longer, init_from=str(tmp_path / "short"))
+    # by hand: a fresh learner, the short run's parameters copied in, then two iterations
+    by_hand = make_learner("rl2", longer)
+    init_from_run(by_hand, tmp_path / "short")
+    src = final_params(tmp_path / "short")
+    assert all(torch.equal(by_hand.trainable()[k].detach(), src[k]) for k in src)
+    fresh = make_learner("rl2", longer).trainable()["core.weight_hh_l0"]
+    assert not torch.equal(fresh, src["core.weight_hh_l0"])
+    by_hand.step()
+    by_hand.step()
+    # through train(): the same, and an interrupted warm run resumes from its own checkpoint
+    train(make_learner("rl2", warm), tmp_path / "warm", progress=False)
+    train(make_learner("rl2", warm), tmp_path / "cut", progress=False, stop_after=1)
+    resume_run(tmp_path / "cut", progress=False)
+    for run in ("warm", "cut"):
+        got = final_params(tmp_path / run)
+        assert all(torch.equal(got[k], by_hand.trainable()[k].detach()) for k in got)
+
+
+def test_init_from_refuses_mismatched_or_missing_parameters(tmp_path):
+    train(make_learner("maml", CFG), tmp_path / "a", progress=False)
+    wide = dataclasses.replace(CFG, hidden=(8, 8), init_from=str(tmp_path / "a"))
+    with pytest.raises(
+        CheckpointError, match=r"init_from .* tensor 'param.layers.0.weight' has shape"
+    ):
+        train(make_learner("maml", wide), tmp_path / "b", progress=False)
+    metasgd = dataclasses.replace(CFG, init_from=str(tmp_path / "a"))
+    with pytest.raises(CheckpointError, match="init_from .* lacks tensor 'param.inner_lr."):
+        train(make_learner("metasgd", metasgd), tmp_path / "c", progress=False)
+    with pytest.raises(CheckpointError, match="needs both"):
+        missing = dataclasses.replace(CFG, init_from=str(tmp_path / "nope"))
+        train(make_learner("maml", missing), tmp_path / "d", progress=False)
+    own = dataclasses.replace(CFG, init_from=str(tmp_path / "a"))
+    with pytest.raises(ConfigError, match="own directory"):
+        train(make_learner("maml", own), tmp_path / "a", overwrite=True, progress=False)
+    assert (tmp_path / "a" / "model.json").exists()  # the finished run is untouched
