@@ -5,6 +5,10 @@ and random play computed on the same held-out MDPs.
 
 For each n (episodes of 10 steps per trial): train RL² (GRU), report the mean total reward over the
 n episodes on 500 held-out MDPs. Writes {"results": [{"n", "rl2", "paper", "psrl", "random", ...}]}.
+
+A longer setting starts from the model of the previous, shorter one when this run trained it
+(`init_from`, a curriculum over trial length; the paper trained each from scratch, with far more
+samples). `--from-scratch` turns this off.
 """
 
 from __future__ import annotations
@@ -24,14 +28,22 @@ PAPER = {10: 156.2, 25: 445.7}
 
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
-    p.add_argument("--iterations", type=int, default=300)
+    p.add_argument("--iterations", type=int, default=300, help="RL² iterations per setting")
     p.add_argument("--settings", default="10,25")
     p.add_argument("--eval-tasks", type=int, default=500)
     p.add_argument("--run-root", type=Path, default=Path("runs/bench_rl2_tabular"))
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="train each n from scratch instead of from this run's previous (shorter) setting",
+    )
     args = p.parse_args()
     results = []
+    previous: tuple[int, Path] | None = None
     for n in (int(x) for x in args.settings.split(",")):
+        short = previous if previous and previous[0] < n and not args.from_scratch else None
+        run_dir = args.run_root / f"n{n}"
         cfg = RL2Config(
             env="TabularMDP-v0",
             episodes_per_task=n,
@@ -41,25 +53,30 @@ def main() -> None:
             gae_lambda=0.3,
             meta_iterations=args.iterations,
             checkpoint_every=100,
+            init_from=str(short[1]) if short else "",
         )
-        row = {"n": n}
+        row = {"n": n, "init_from": f"n={short[0]}" if short else "scratch"}
         row |= train_rl2_row(
             cfg,
-            args.run_root / f"n{n}",
+            run_dir,
             args.eval_tasks,
             PAPER.get(n),
             {name: partial(mdp_baseline, name, seed=1) for name in ("psrl", "random")},
             not args.no_progress,
         )
         results.append(row)
+        previous = (n, run_dir)
         print(
             f"n={n}: rl2 {row['rl2']:.1f} (paper {row['paper']}), psrl {row['psrl']:.1f}, "
             f"random {row['random']:.1f}",
             flush=True,
         )
     print_table(
-        ["n", "RL² (ours)", "RL² (paper)", "PSRL", "random", "train s"],
-        [[r["n"], r["rl2"], r["paper"], r["psrl"], r["random"], r["train_s"]] for r in results],
+        ["n", "RL² (ours)", "RL² (paper)", "PSRL", "random", "train s", "start"],
+        [
+            [r["n"], r["rl2"], r["paper"], r["psrl"], r["random"], r["train_s"], r["init_from"]]
+            for r in results
+        ],
     )
     write_json(args.out, {"results": results})
 

@@ -251,6 +251,10 @@ class RL2Config(CommonConfig):
     """PPO clip range."""
     value_coef: float = 0.5
     """Weight of the value loss."""
+    normalize_values: bool = True
+    """The critic predicts returns standardized by the previous batch's mean and std, so the value
+    loss keeps one scale however long the trial (on a shared core, raw returns of long trials let
+    the value gradient swamp the policy's: measured in benchmarks/rl2_bandits.py)."""
     entropy_coef: float = 0.01
     """Weight of the entropy bonus."""
     max_grad_norm: float = 0.5

@@ -10,7 +10,9 @@ One iteration:
    steps are stored left-aligned (``[trials, L, ...]`` with a mask), so a trial's sequence is exactly
    what its policy saw, with no padding in the middle.
 2. Advantages: GAE over each whole trial with the critic head; episode ends inside a trial do not
-   stop the discounting; the trial's end is terminal.
+   stop the discounting; the trial's end is terminal. With ``normalize_values`` the critic works in
+   standardized units: its outputs are scaled back with the statistics it was trained against (the
+   previous batch's returns), and its targets are this batch's returns, standardized.
 3. PPO: ``ppo_epochs`` passes over minibatches of whole trials, recomputing the sequence model from a
    fresh state over the full trial (full backpropagation through time over the trial).
 """
@@ -151,6 +153,7 @@ class RL2(Checkpointable):
     """The state of an RL² run and its iteration (:meth:`step`)."""
 
     name = "rl2"
+    extra_meta = ("value_mean", "value_std")
 
     def __init__(self, config: RL2Config, family: TaskFamily | None = None) -> None:
         config.validate()
@@ -177,6 +180,7 @@ class RL2(Checkpointable):
         self.task_sampler = make_task_sampler(config, self.family)
         self.iteration = 0
         self.env_steps = 0
+        self.value_mean, self.value_std = 0.0, 1.0  # the critic's units (normalize_values)
 
     def trainable(self) -> dict[str, torch.Tensor]:
         return dict(self.policy.named_parameters())
@@ -197,9 +201,14 @@ class RL2(Checkpointable):
         t_sample = time.perf_counter() - t0
         ep = trials.episode_returns
         self.task_sampler.update(task_idx, ep[:, 0], ep[:, -1])
-        adv = trial_advantages(trials, cfg.gamma, cfg.gae_lambda)
-        returns = adv + trials.values
         m = trials.mask
+        values = (trials.values * self.value_std + self.value_mean) * m
+        adv = trial_advantages(trials._replace(values=values), cfg.gamma, cfg.gae_lambda)
+        returns = adv + values
+        if cfg.normalize_values:
+            self.value_mean = float(returns[m > 0].mean())
+            self.value_std = max(float(returns[m > 0].std()), 1e-6) if m.sum() > 1 else 1.0
+        targets = (returns - self.value_mean) / self.value_std
         norm_adv = (adv - adv[m > 0].mean()) / (adv[m > 0].std() + 1e-8) * m
         gen = torch.Generator().manual_seed(derive_seed(cfg.seed, 2, it))
         B = cfg.meta_batch_size
@@ -219,7 +228,7 @@ class RL2(Checkpointable):
                     ).sum()
                     / n
                 )
-                vf = (((v - returns[mb]) ** 2) * mm).sum() / n
+                vf = (((v - targets[mb]) ** 2) * mm).sum() / n
                 ent = (pol.dist_ops.entropy(dist) * mm).sum() / n
                 loss = pg + cfg.value_coef * vf - cfg.entropy_coef * ent
                 self.optimizer.zero_grad()
