@@ -209,3 +209,33 @@ def test_prioritized_sampler_in_a_learner_and_resume_state():
     np.testing.assert_array_equal(other.task_sampler.scores, learner.task_sampler.scores)
     with pytest.raises(ConfigError, match="priority_floor"):
         MAML(dataclasses.replace(cfg, priority_floor=0.0))
+
+
+def test_rl2_value_loss_keeps_one_scale_with_normalized_values():
+    from fastadapt.tasks.bandit import Bandit
+
+    class LoudBandit(Bandit):  # the same bandits, rewards x 100
+        def transition(self, params, state, action, rng):
+            state, reward, done = super().transition(params, state, action, rng)
+            return state, 100.0 * reward, done
+
+    def value_losses(normalize: bool) -> list[float]:
+        cfg = RL2Config(
+            env="Bandit-v0",
+            meta_batch_size=16,
+            episodes_per_task=20,
+            hidden_size=16,
+            minibatches=2,
+            normalize_values=normalize,
+        )
+        learner = RL2(cfg, family=LoudBandit(k=3))
+        out = [learner.step()["outer/value_loss"] for _ in range(3)]
+        if normalize:  # the critic's units are the last batch's returns
+            assert 100 < learner.value_mean < 2000 and learner.value_std > 10
+        else:
+            assert (learner.value_mean, learner.value_std) == (0.0, 1.0)
+        return out
+
+    # standardized targets: the loss is O(1); raw targets of returns in the hundreds: O(10^4)
+    assert max(value_losses(True)[1:]) < 5
+    assert min(value_losses(False)) > 1e3
