@@ -254,7 +254,7 @@ class RL2Config(CommonConfig):
     normalize_values: bool = True
     """The critic predicts returns standardized by the previous batch's mean and std, so the value
     loss keeps one scale however long the trial (on a shared core, raw returns of long trials let
-    the value gradient swamp the policy's: measured in benchmarks/rl2_bandits.py)."""
+    the value gradient swamp the policy's; README, "RL²'s critic", has the measurements)."""
     entropy_coef: float = 0.01
     """Weight of the entropy bonus."""
     max_grad_norm: float = 0.5
