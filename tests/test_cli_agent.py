@@ -211,3 +211,12 @@ def test_rl2_through_the_cli(tmp_path, capsys):
     assert "trials of 4 episodes" in (run / "report.md").read_text()
     with pytest.raises(Exception, match="adapts within a trial"):
         Agent.load(run)
+    # a longer-trial run that starts from this one's parameters
+    warm = tmp_path / "warm"
+    args = ["train", "rl2", "--env", "Bandit-v0", "--episodes-per-task", "8"]
+    args += ["--meta-batch-size", "8", "--minibatches", "2", "--meta-iterations", "1"]
+    args += ["--run-dir", str(warm), "--no-progress", "--init-from", str(run)]
+    assert main([*args, "--hidden-size", "16"]) == 0
+    assert f"init_from: {run}" in (warm / "config.yaml").read_text()
+    assert main([*args, "--hidden-size", "8", "--overwrite"]) != 0
+    assert "tensor 'param.core.weight_ih_l0' has shape" in capsys.readouterr().err
