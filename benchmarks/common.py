@@ -86,6 +86,20 @@ def train_and_evaluate(
     return learner, result, rows, train_s
 
 
+def rl2_parser(description: str, eval_tasks: int, run_root: str) -> argparse.ArgumentParser:
+    """The options both RL² benchmarks take (besides their settings and iterations)."""
+    p = parser(description)
+    p.add_argument("--eval-tasks", type=int, default=eval_tasks)
+    p.add_argument("--run-root", type=Path, default=Path(run_root))
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="train every setting from scratch instead of from this run's shorter-trial model",
+    )
+    return p
+
+
 def train_rl2_row(
     cfg: Any,
     run_dir: Path,
@@ -93,13 +107,19 @@ def train_rl2_row(
     paper: float | None,
     baselines: dict[str, Callable[[Any, list, int], Any]],
     progress: bool,
+    start: tuple[str, Path] | None = None,
 ) -> dict[str, Any]:
-    """Train RL² with ``cfg``, evaluate it on ``eval_tasks`` held-out tasks and compute each
-    baseline (``fn(family, tasks, n) -> per-task totals``) on the same tasks: one result row."""
+    """Train RL² with ``cfg`` (from the model of ``start = (label, run_dir)`` if given), evaluate
+    it on ``eval_tasks`` held-out tasks and compute each baseline (``fn(family, tasks, n) ->
+    per-task totals``) on the same tasks: one result row."""
+    import dataclasses
+
     from fastadapt.learners.rl2 import evaluate_rl2
     from fastadapt.tasks import sample_tasks
     from fastadapt.train import make_learner, train
 
+    if start is not None:
+        cfg = dataclasses.replace(cfg, init_from=str(start[1]))
     t0 = time.perf_counter()
     learner = make_learner("rl2", cfg)
     train(learner, run_dir, overwrite=True, progress=progress)
@@ -107,6 +127,7 @@ def train_rl2_row(
     tasks = sample_tasks(learner.family, eval_tasks, cfg.seed, split="test")
     n = cfg.episodes_per_task
     row: dict[str, Any] = {
+        "init_from": start[0] if start else "scratch",
         "rl2": ev["total_reward"]["mean"],
         "rl2_ci95": ev["total_reward"]["ci95"],
         "paper": paper,

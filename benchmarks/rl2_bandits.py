@@ -19,7 +19,7 @@ from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import parser, print_table, train_rl2_row, write_json  # noqa: E402
+from common import print_table, rl2_parser, train_rl2_row, write_json  # noqa: E402
 
 from fastadapt.bandit_baselines import bandit_baseline  # noqa: E402
 from fastadapt.config import RL2Config  # noqa: E402
@@ -28,18 +28,10 @@ PAPER = {(5, 10): 6.7, (5, 100): 78.7, (10, 10): 6.7, (10, 100): 83.5}
 
 
 def main() -> None:
-    p = parser(__doc__.splitlines()[0])
+    p = rl2_parser(__doc__.splitlines()[0], 1000, "runs/bench_rl2_bandits")
     p.add_argument("--iterations", type=int, default=400, help="RL² iterations for n = 10")
     p.add_argument("--iterations-long", type=int, default=200, help="RL² iterations for n = 100")
     p.add_argument("--settings", default="5x10,10x10,5x100,10x100")
-    p.add_argument("--eval-tasks", type=int, default=1000)
-    p.add_argument("--run-root", type=Path, default=Path("runs/bench_rl2_bandits"))
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument(
-        "--from-scratch",
-        action="store_true",
-        help="train n = 100 from scratch instead of from this run's n = 10 model of the same k",
-    )
     args = p.parse_args()
     results = []
     trained: dict[tuple[int, int], Path] = {}
@@ -56,9 +48,8 @@ def main() -> None:
             entropy_coef=0.003,
             meta_iterations=args.iterations if n <= 10 else args.iterations_long,
             checkpoint_every=100,
-            init_from=str(short) if short else "",
         )
-        row = {"k": k, "n": n, "init_from": f"k={k} n=10" if short else "scratch"}
+        row = {"k": k, "n": n}
         row |= train_rl2_row(
             cfg,
             run_dir,
@@ -69,6 +60,7 @@ def main() -> None:
                 for name in ("ucb1", "thompson", "random")
             },
             not args.no_progress,
+            (f"k={k} n=10", short) if short else None,
         )
         results.append(row)
         trained[(k, n)] = run_dir

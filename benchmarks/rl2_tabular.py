@@ -18,7 +18,7 @@ from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import parser, print_table, train_rl2_row, write_json  # noqa: E402
+from common import print_table, rl2_parser, train_rl2_row, write_json  # noqa: E402
 
 from fastadapt.bandit_baselines import mdp_baseline  # noqa: E402
 from fastadapt.config import RL2Config  # noqa: E402
@@ -27,22 +27,15 @@ PAPER = {10: 156.2, 25: 445.7}
 
 
 def main() -> None:
-    p = parser(__doc__.splitlines()[0])
+    p = rl2_parser(__doc__.splitlines()[0], 500, "runs/bench_rl2_tabular")
     p.add_argument("--iterations", type=int, default=300, help="RL² iterations per setting")
     p.add_argument("--settings", default="10,25")
-    p.add_argument("--eval-tasks", type=int, default=500)
-    p.add_argument("--run-root", type=Path, default=Path("runs/bench_rl2_tabular"))
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument(
-        "--from-scratch",
-        action="store_true",
-        help="train each n from scratch instead of from this run's previous (shorter) setting",
-    )
     args = p.parse_args()
     results = []
-    previous: tuple[int, Path] | None = None
+    previous: tuple[str, Path] | None = None  # (label, run directory) of the last setting
+    last_n = 0
     for n in (int(x) for x in args.settings.split(",")):
-        short = previous if previous and previous[0] < n and not args.from_scratch else None
+        start = previous if last_n < n and not args.from_scratch else None
         run_dir = args.run_root / f"n{n}"
         cfg = RL2Config(
             env="TabularMDP-v0",
@@ -53,9 +46,8 @@ def main() -> None:
             gae_lambda=0.3,
             meta_iterations=args.iterations,
             checkpoint_every=100,
-            init_from=str(short[1]) if short else "",
         )
-        row = {"n": n, "init_from": f"n={short[0]}" if short else "scratch"}
+        row = {"n": n}
         row |= train_rl2_row(
             cfg,
             run_dir,
@@ -63,9 +55,10 @@ def main() -> None:
             PAPER.get(n),
             {name: partial(mdp_baseline, name, seed=1) for name in ("psrl", "random")},
             not args.no_progress,
+            start,
         )
         results.append(row)
-        previous = (n, run_dir)
+        previous, last_n = (f"n={n}", run_dir), n
         print(
             f"n={n}: rl2 {row['rl2']:.1f} (paper {row['paper']}), psrl {row['psrl']:.1f}, "
             f"random {row['random']:.1f}",
