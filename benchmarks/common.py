@@ -110,7 +110,8 @@ def train_rl2_row(
     start: tuple[str, Path] | None = None,
 ) -> dict[str, Any]:
     """Train RL² with ``cfg`` (from the model of ``start = (label, run_dir)`` if given), evaluate
-    it on ``eval_tasks`` held-out tasks and compute each baseline (``fn(family, tasks, n) ->
+    it on ``eval_tasks`` held-out tasks (``rl2``: sampling its actions, as trained;
+    ``rl2_greedy``: its most likely action) and compute each baseline (``fn(family, tasks, n) ->
     per-task totals``) on the same tasks: one result row."""
     import dataclasses
 
@@ -124,12 +125,14 @@ def train_rl2_row(
     learner = make_learner("rl2", cfg)
     train(learner, run_dir, overwrite=True, progress=progress)
     ev = evaluate_rl2(learner, num_tasks=eval_tasks)
+    greedy = evaluate_rl2(learner, num_tasks=eval_tasks, deterministic=True)
     tasks = sample_tasks(learner.family, eval_tasks, cfg.seed, split="test")
     n = cfg.episodes_per_task
     row: dict[str, Any] = {
         "init_from": start[0] if start else "scratch",
         "rl2": ev["total_reward"]["mean"],
         "rl2_ci95": ev["total_reward"]["ci95"],
+        "rl2_greedy": greedy["total_reward"]["mean"],
         "paper": paper,
     }
     for name, fn in baselines.items():

@@ -4,7 +4,8 @@ and random play computed on the same held-out MDPs.
     python benchmarks/rl2_tabular.py --out runs/bench_rl2_tabular.json [--iterations 300]
 
 For each n (episodes of 10 steps per trial): train RL² (GRU), report the mean total reward over the
-n episodes on 500 held-out MDPs. Writes {"results": [{"n", "rl2", "paper", "psrl", "random", ...}]}.
+n episodes on 500 held-out MDPs (`rl2` sampling its actions, `rl2_greedy` taking the most likely
+one). Writes {"results": [{"n", "rl2", "rl2_greedy", "paper", "psrl", "random", ...}]}.
 
 A longer setting starts from the model of the previous, shorter one when this run trained it
 (`init_from`, a curriculum over trial length; the paper trained each from scratch, with far more
@@ -65,9 +66,18 @@ def main() -> None:
             flush=True,
         )
     print_table(
-        ["n", "RL² (ours)", "RL² (paper)", "PSRL", "random", "train s", "start"],
+        ["n", "RL² (ours)", "RL² greedy", "RL² (paper)", "PSRL", "random", "train s", "start"],
         [
-            [r["n"], r["rl2"], r["paper"], r["psrl"], r["random"], r["train_s"], r["init_from"]]
+            [
+                r["n"],
+                r["rl2"],
+                r["rl2_greedy"],
+                r["paper"],
+                r["psrl"],
+                r["random"],
+                r["train_s"],
+                r["init_from"],
+            ]
             for r in results
         ],
     )
