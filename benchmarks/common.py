@@ -97,6 +97,12 @@ def rl2_parser(description: str, eval_tasks: int, run_root: str) -> argparse.Arg
         action="store_true",
         help="train every setting from scratch instead of from this run's shorter-trial model",
     )
+    p.add_argument(
+        "--evaluate-only",
+        action="store_true",
+        help="do not train: evaluate the models an earlier run of the same settings left under "
+        "--run-root (train_s is then that run's training time)",
+    )
     return p
 
 
@@ -108,22 +114,37 @@ def train_rl2_row(
     baselines: dict[str, Callable[[Any, list, int], Any]],
     progress: bool,
     start: tuple[str, Path] | None = None,
+    evaluate_only: bool = False,
 ) -> dict[str, Any]:
     """Train RL² with ``cfg`` (from the model of ``start = (label, run_dir)`` if given), evaluate
     it on ``eval_tasks`` held-out tasks (``rl2``: sampling its actions, as trained;
     ``rl2_greedy``: its most likely action) and compute each baseline (``fn(family, tasks, n) ->
-    per-task totals``) on the same tasks: one result row."""
+    per-task totals``) on the same tasks: one result row. ``evaluate_only``: load the model an
+    earlier run left in ``run_dir`` instead of training (it must have been trained with ``cfg``)."""
     import dataclasses
 
     from fastadapt.learners.rl2 import evaluate_rl2
+    from fastadapt.runs import read_metrics
     from fastadapt.tasks import sample_tasks
-    from fastadapt.train import make_learner, train
+    from fastadapt.train import load_learner, make_learner, train
 
     if start is not None:
         cfg = dataclasses.replace(cfg, init_from=str(start[1]))
     t0 = time.perf_counter()
-    learner = make_learner("rl2", cfg)
-    train(learner, run_dir, overwrite=True, progress=progress)
+    if evaluate_only:
+        learner = load_learner(run_dir)
+        fields = ("env", "env_kwargs", "episodes_per_task", "meta_iterations", "init_from")
+        differ = [f for f in fields if getattr(learner.config, f) != getattr(cfg, f)]
+        if differ:
+            raise SystemExit(
+                f"{run_dir} was trained with other settings ({', '.join(differ)}: "
+                f"{[getattr(learner.config, f) for f in differ]} vs "
+                f"{[getattr(cfg, f) for f in differ]}); train it first"
+            )
+        train_s = read_metrics(run_dir)[-1]["time/wall_s"]
+    else:
+        learner = make_learner("rl2", cfg)
+        train(learner, run_dir, overwrite=True, progress=progress)
     ev = evaluate_rl2(learner, num_tasks=eval_tasks)
     greedy = evaluate_rl2(learner, num_tasks=eval_tasks, deterministic=True)
     tasks = sample_tasks(learner.family, eval_tasks, cfg.seed, split="test")
@@ -138,6 +159,6 @@ def train_rl2_row(
     for name, fn in baselines.items():
         row[name] = float(fn(learner.family, tasks, n).mean())
     row["iterations"] = cfg.meta_iterations
-    row["train_s"] = time.perf_counter() - t0
+    row["train_s"] = train_s if evaluate_only else time.perf_counter() - t0
     row["rl2_vs_paper"] = row["rl2"] / paper if paper else None
     return row

@@ -69,6 +69,7 @@ def main() -> None:
             },
             not args.no_progress,
             (f"k={k} n=10", short) if short else None,
+            args.evaluate_only,
         )
         row.setdefault("bayes", None)
         row["bayes_exact"] = bayes_optimal_value(k, n) if n <= MAX_BAYES_PULLS else None

@@ -57,6 +57,7 @@ def main() -> None:
             {name: partial(mdp_baseline, name, seed=1) for name in ("psrl", "random")},
             not args.no_progress,
             start,
+            args.evaluate_only,
         )
         results.append(row)
         previous, last_n = (f"n={n}", run_dir), n

@@ -36,6 +36,10 @@ def test_resume_is_bit_identical_to_uninterrupted(tmp_path):
     assert [r["return/post_adapt"] for r in read_metrics(tmp_path / "full")] == [
         r["return/post_adapt"] for r in read_metrics(tmp_path / "cut")
     ]
+    # the training clock continues across the resume instead of restarting at 0
+    wall = [r["time/wall_s"] for r in read_metrics(tmp_path / "cut")]
+    assert wall == sorted(wall) and wall[0] > 0
+    assert load_learner(tmp_path / "cut").wall_s == pytest.approx(wall[-1])
 
 
 def test_resume_with_adam_state_is_bit_identical(tmp_path):

@@ -41,10 +41,12 @@ class Checkpointable:
         return {**pack_state(self.trainable(), self.optimizer), **self.task_sampler.state_tensors()}
 
     def state_meta(self: Any) -> dict[str, Any]:
-        """JSON-ready counters (and ``extra_meta``)."""
+        """JSON-ready counters (and ``extra_meta``); ``wall_s`` is the training time so far, so
+        a resumed run's ``time/wall_s`` continues instead of restarting at 0."""
         return {
             "iteration": self.iteration,
             "env_steps": self.env_steps,
+            "wall_s": float(getattr(self, "wall_s", 0.0)),
             **{k: getattr(self, k) for k in self.extra_meta},
         }
 
