@@ -243,6 +243,8 @@ class RL2Config(CommonConfig):
     """GAE lambda over the trial (the RL² paper used 0.3 for bandits)."""
     lr: float = 3e-4
     """Adam learning rate."""
+    lr_schedule: Literal["constant", "linear"] = "constant"
+    """``linear``: decay the learning rate linearly from ``lr`` to 0 over ``meta_iterations``."""
     ppo_epochs: int = 4
     """PPO epochs per batch of trials."""
     minibatches: int = 4

@@ -239,3 +239,26 @@ def test_rl2_value_loss_keeps_one_scale_with_normalized_values():
     # standardized targets: the loss is O(1); raw targets of returns in the hundreds: O(10^4)
     assert max(value_losses(True)[1:]) < 5
     assert min(value_losses(False)) > 1e3
+
+
+def test_rl2_linear_lr_schedule_decays_to_zero_over_the_run():
+    def lrs(schedule: str) -> list[float]:
+        cfg = RL2Config(
+            env="Bandit-v0",
+            meta_batch_size=4,
+            episodes_per_task=3,
+            hidden_size=8,
+            minibatches=2,
+            lr=1e-2,
+            meta_iterations=4,
+            lr_schedule=schedule,
+        )
+        learner = RL2(cfg)
+        out = []
+        for _ in range(4):
+            out.append(learner.step()["outer/lr"])
+            assert learner.optimizer.param_groups[0]["lr"] == out[-1]
+        return out
+
+    assert lrs("constant") == [1e-2] * 4
+    assert lrs("linear") == pytest.approx([1e-2, 7.5e-3, 5e-3, 2.5e-3])

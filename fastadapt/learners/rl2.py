@@ -189,6 +189,9 @@ class RL2(Checkpointable):
         """Run one iteration and return its metrics."""
         cfg, it, pol = self.config, self.iteration, self.policy
         t0 = time.perf_counter()
+        lr = cfg.lr * (1.0 - it / cfg.meta_iterations if cfg.lr_schedule == "linear" else 1.0)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
         task_idx, tasks = self.task_sampler.sample(cfg.meta_batch_size, it)
         trials = collect_trials(
             self.family,
@@ -253,6 +256,7 @@ class RL2(Checkpointable):
             "outer/value_loss": vf,
             "outer/entropy": ent,
             "outer/kl": kl,
+            "outer/lr": lr,
             "time/iteration_s": time.perf_counter() - t0,
             "time/sampling_s": t_sample,
             "time/env_steps_per_s": steps / t_sample,
