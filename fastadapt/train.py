@@ -209,10 +209,15 @@ def _check_tensors(
 
 def init_from_run(learner: Any, path: Path | str) -> None:
     """Copy the parameters of another run's model (``path``: its directory or a checkpoint file)
-    into ``learner``; they must match by name and shape. Optimizer state and counters stay fresh."""
-    tensors, _ = read_model(path)
+    into ``learner``; they must match by name and shape. The statistics that give them their units
+    (the learner's ``param_meta``, e.g. RL²'s critic normalization) come along when the model has
+    them; optimizer state and counters stay fresh."""
+    tensors, meta = read_model(path)
     _check_tensors(learner, tensors, prefix="param.", source=f"init_from {path}")
     unpack_state(learner.trainable(), None, tensors, learner.device)
+    for key in getattr(learner, "param_meta", ()):
+        if key in meta:
+            setattr(learner, key, meta[key])
 
 
 def learner_from_run(run_dir: Path | str) -> Any:

@@ -285,6 +285,10 @@ def test_init_from_starts_from_another_runs_parameters(tmp_path):
     init_from_run(by_hand, tmp_path / "short")
     src = final_params(tmp_path / "short")
     assert all(torch.equal(by_hand.trainable()[k].detach(), src[k]) for k in src)
+    # the critic's units come with its parameters
+    source = load_learner(tmp_path / "short")
+    assert source.value_std != 1.0
+    assert (by_hand.value_mean, by_hand.value_std) == (source.value_mean, source.value_std)
     fresh = make_learner("rl2", longer).trainable()["core.weight_hh_l0"]
     assert not torch.equal(fresh, src["core.weight_hh_l0"])
     by_hand.step()

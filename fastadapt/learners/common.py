@@ -35,6 +35,9 @@ class Checkpointable:
     ``device``, counters, and the attributes named in ``extra_meta`` (JSON scalars)."""
 
     extra_meta: tuple[str, ...] = ()
+    param_meta: tuple[str, ...] = ()
+    """The part of ``extra_meta`` that defines the parameters' units (a critic's normalization),
+    carried with the parameters when another run starts from them (``init_from``)."""
 
     def state_tensors(self: Any) -> dict[str, torch.Tensor]:
         """Every tensor needed to continue exactly: parameters, optimizer state, sampler scores."""

@@ -154,6 +154,7 @@ class RL2(Checkpointable):
 
     name = "rl2"
     extra_meta = ("value_mean", "value_std")
+    param_meta = extra_meta  # the critic's outputs are in these units
 
     def __init__(self, config: RL2Config, family: TaskFamily | None = None) -> None:
         config.validate()
