@@ -115,9 +115,15 @@ def cmd_evaluate(argv: list[str]) -> None:
         from fastadapt.learners.rl2 import evaluate_rl2
         from fastadapt.train import load_learner
 
+        eval.validate()
         learner = load_learner(run_dir)
         if learner.name == "rl2":  # adapts within a trial: returns per episode, no gradient steps
-            result = evaluate_rl2(learner, eval.num_tasks, eval.seed)
+            result = evaluate_rl2(learner, eval.num_tasks, eval.seed, deterministic=eval.greedy)
+        elif eval.greedy:
+            raise ConfigError(
+                f"--greedy applies to RL² runs; {learner.name} adapts by gradient steps on "
+                "sampled episodes"
+            )
         else:
             result = evaluate_learner(learner, eval, run_dir, progress)
         path, png = write_eval(result, run_dir)

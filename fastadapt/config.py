@@ -316,6 +316,9 @@ class EvalConfig:
     seed: int = 1000
     """Seed of the evaluation's environments and action noise (test tasks come from the test split
     of the run's seed)."""
+    greedy: bool = False
+    """RL² only: act with the policy's most likely action instead of sampling it (gradient-based
+    adaptation learns from sampled episodes, so other learners refuse it)."""
 
     def validate(self) -> None:
         for name in ("num_tasks", "episodes_per_step"):

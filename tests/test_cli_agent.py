@@ -59,6 +59,8 @@ def test_evaluate_adapt_report(trained, capsys):
     )
     out = capsys.readouterr().out
     assert "| maml |" in out and "| scratch |" in out and "| pretrain |" in out
+    assert main(["evaluate", str(trained), "--greedy", "--no-progress"]) != 0
+    assert "--greedy applies to RL² runs; maml adapts by gradient steps" in capsys.readouterr().err
     result = json.loads((trained / "eval.json").read_text())
     assert set(result["returns"]) == {
         "maml",
@@ -207,6 +209,15 @@ def test_rl2_through_the_cli(tmp_path, capsys):
     assert main(["evaluate", str(run), "--num-tasks", "5"]) == 0
     out = capsys.readouterr().out
     assert "| rl2 |" in out and "episode 4" in out
+    sampled = json.loads((run / "eval.json").read_text())
+    assert main(["evaluate", str(run), "--num-tasks", "5", "--greedy"]) == 0
+    greedy = json.loads((run / "eval.json").read_text())
+    assert (sampled["protocol"]["deterministic"], greedy["protocol"]["deterministic"]) == (
+        False,
+        True,
+    )
+    assert main(["evaluate", str(run), "--num-tasks", "0"]) != 0
+    assert "num_tasks must be positive" in capsys.readouterr().err
     assert main(["report", str(run)]) == 0
     assert "trials of 4 episodes" in (run / "report.md").read_text()
     with pytest.raises(Exception, match="adapts within a trial"):
