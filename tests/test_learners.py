@@ -20,6 +20,11 @@ from fastadapt.tasks.core import derive_seed
 SMALL = dict(meta_batch_size=4, episodes_per_task=4, meta_iterations=2, seed=0)
 
 
+def bandit_rl2(**overrides) -> RL2Config:
+    """A tiny RL² config on bandits: a 16-unit GRU, 2 minibatches."""
+    return RL2Config(**{"env": "Bandit-v0", "hidden_size": 16, "minibatches": 2, **overrides})
+
+
 def test_reptile_one_step_with_unit_outer_lr_is_a_policy_gradient_step():
     cfg = ReptileConfig(**SMALL, num_inner_steps=1, outer_lr=1.0)
     learner = Reptile(cfg)
@@ -160,11 +165,7 @@ def test_rl2_variable_length_episodes_are_left_aligned():
 
 
 def test_rl2_evaluation_reports_returns_per_episode():
-    learner = RL2(
-        RL2Config(
-            env="Bandit-v0", meta_batch_size=8, episodes_per_task=5, hidden_size=16, minibatches=2
-        )
-    )
+    learner = RL2(bandit_rl2(meta_batch_size=8, episodes_per_task=5))
     result = evaluate_rl2(learner, num_tasks=6)
     assert len(result["returns"]["rl2"]["mean"]) == 5
     assert 0 <= result["total_reward"]["mean"] <= 5
@@ -220,14 +221,7 @@ def test_rl2_value_loss_keeps_one_scale_with_normalized_values():
             return state, 100.0 * reward, done
 
     def value_losses(normalize: bool) -> list[float]:
-        cfg = RL2Config(
-            env="Bandit-v0",
-            meta_batch_size=16,
-            episodes_per_task=20,
-            hidden_size=16,
-            minibatches=2,
-            normalize_values=normalize,
-        )
+        cfg = bandit_rl2(meta_batch_size=16, episodes_per_task=20, normalize_values=normalize)
         learner = RL2(cfg, family=LoudBandit(k=3))
         out = [learner.step()["outer/value_loss"] for _ in range(3)]
         if normalize:  # the critic's units are the last batch's returns
@@ -243,15 +237,8 @@ def test_rl2_value_loss_keeps_one_scale_with_normalized_values():
 
 def test_rl2_linear_lr_schedule_decays_to_zero_over_the_run():
     def lrs(schedule: str) -> list[float]:
-        cfg = RL2Config(
-            env="Bandit-v0",
-            meta_batch_size=4,
-            episodes_per_task=3,
-            hidden_size=8,
-            minibatches=2,
-            lr=1e-2,
-            meta_iterations=4,
-            lr_schedule=schedule,
+        cfg = bandit_rl2(
+            meta_batch_size=4, episodes_per_task=3, lr=1e-2, meta_iterations=4, lr_schedule=schedule
         )
         learner = RL2(cfg)
         out = []
