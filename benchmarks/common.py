@@ -133,7 +133,8 @@ def train_rl2_row(
     t0 = time.perf_counter()
     if evaluate_only:
         learner = load_learner(run_dir)
-        fields = ("env", "env_kwargs", "episodes_per_task", "meta_iterations", "init_from")
+        ignored = {"device", "checkpoint_every", "keep_checkpoints", "flush_denormal"}
+        fields = [f.name for f in dataclasses.fields(cfg) if f.name not in ignored]
         differ = [f for f in fields if getattr(learner.config, f) != getattr(cfg, f)]
         if differ:
             raise SystemExit(
