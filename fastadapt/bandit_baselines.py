@@ -98,15 +98,21 @@ def _bayes_q(k: int, pulls: int) -> BayesQ:
 def _bayes_actions(
     q: BayesQ, wins: np.ndarray, losses: np.ndarray, left: int, rng: np.random.Generator
 ) -> np.ndarray:
-    """Each task's Bayes-optimal arm (ties between arms broken at random)."""
+    """Each task's Bayes-optimal arm (ties between arms broken at random). Tasks in the same
+    posterior state share one lookup: there are far fewer states than tasks."""
     w, f = wins.astype(int), losses.astype(int)
-    actions = np.empty(len(w), dtype=int)
-    for j in range(len(w)):
-        pairs = list(zip(w[j].tolist(), f[j].tolist(), strict=True))
-        best, values = q(tuple(sorted(pairs)), left)
-        arms = [i for i, pair in enumerate(pairs) if values[pair] >= best - 1e-12]
-        actions[j] = arms[rng.integers(len(arms))]
-    return actions
+    code = w * (w.max() + f.max() + 2) + f  # one integer per arm's (wins, losses)
+    states, inverse = np.unique(np.sort(code, axis=1), axis=0, return_inverse=True)
+    arm_q = np.empty(w.shape)
+    for s, state in enumerate(states):
+        tasks = inverse.reshape(-1) == s
+        j = int(np.argmax(tasks))  # a task in this state, to read its counts
+        pairs = sorted(zip(w[j].tolist(), f[j].tolist(), strict=True))
+        _, values = q(tuple(pairs), left)
+        table = dict(zip(state.tolist(), (values[pair] for pair in pairs), strict=True))
+        arm_q[tasks] = np.vectorize(table.__getitem__, otypes=[float])(code[tasks])
+    best = arm_q >= arm_q.max(1, keepdims=True) - 1e-12
+    return (best * rng.random(w.shape)).argmax(1)
 
 
 def mdp_baseline(
