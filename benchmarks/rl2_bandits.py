@@ -36,6 +36,20 @@ PAPER = {(5, 10): 6.7, (5, 100): 78.7, (10, 10): 6.7, (10, 100): 83.5}
 # rate decayed linearly to 0. Fine-tuning the lambda = 0.3, constant-lr models this way gained 1-2
 # (README, "RL² on bandits").
 LONG = {"gae_lambda": 0.9, "lr_schedule": "linear"}
+TABLE = {  # JSON key: column heading
+    "k": "k",
+    "n": "n",
+    "rl2": "RL² (ours)",
+    "rl2_greedy": "RL² greedy",
+    "paper": "RL² (paper)",
+    "bayes": "Bayes-opt.",
+    "bayes_exact": "Bayes-opt. E",
+    "ucb1": "UCB1",
+    "thompson": "Thompson",
+    "random": "random",
+    "train_s": "train s",
+    "init_from": "start",
+}
 
 
 def main() -> None:
@@ -87,21 +101,7 @@ def main() -> None:
             + (f", Bayes-optimal {row['bayes']:.2f}" if row["bayes"] is not None else ""),
             flush=True,
         )
-    columns = {
-        "k": "k",
-        "n": "n",
-        "rl2": "RL² (ours)",
-        "rl2_greedy": "RL² greedy",
-        "paper": "RL² (paper)",
-        "bayes": "Bayes-opt.",
-        "bayes_exact": "Bayes-opt. E",
-        "ucb1": "UCB1",
-        "thompson": "Thompson",
-        "random": "random",
-        "train_s": "train s",
-        "init_from": "start",
-    }
-    print_table(list(columns.values()), [[r[c] for c in columns] for r in results])
+    print_table(list(TABLE.values()), [[r[c] for c in TABLE] for r in results])
     write_json(args.out, {"results": results})
 
 

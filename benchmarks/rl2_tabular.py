@@ -25,6 +25,16 @@ from fastadapt.bandit_baselines import mdp_baseline  # noqa: E402
 from fastadapt.config import RL2Config  # noqa: E402
 
 PAPER = {10: 156.2, 25: 445.7}
+TABLE = {  # JSON key: column heading
+    "n": "n",
+    "rl2": "RL² (ours)",
+    "rl2_greedy": "RL² greedy",
+    "paper": "RL² (paper)",
+    "psrl": "PSRL",
+    "random": "random",
+    "train_s": "train s",
+    "init_from": "start",
+}
 
 
 def main() -> None:
@@ -33,10 +43,10 @@ def main() -> None:
     p.add_argument("--settings", default="10,25")
     args = p.parse_args()
     results = []
-    previous: tuple[str, Path] | None = None  # (label, run directory) of the last setting
-    last_n = 0
+    previous: tuple[int, Path] | None = None  # (n, run directory) of the last setting
     for n in (int(x) for x in args.settings.split(",")):
-        start = previous if last_n < n and not args.from_scratch else None
+        shorter = previous is not None and previous[0] < n and not args.from_scratch
+        start = (f"n={previous[0]}", previous[1]) if shorter else None
         run_dir = args.run_root / f"n{n}"
         cfg = RL2Config(
             env="TabularMDP-v0",
@@ -60,28 +70,13 @@ def main() -> None:
             args.evaluate_only,
         )
         results.append(row)
-        previous, last_n = (f"n={n}", run_dir), n
+        previous = (n, run_dir)
         print(
             f"n={n}: rl2 {row['rl2']:.1f} (paper {row['paper']}), psrl {row['psrl']:.1f}, "
             f"random {row['random']:.1f}",
             flush=True,
         )
-    print_table(
-        ["n", "RL² (ours)", "RL² greedy", "RL² (paper)", "PSRL", "random", "train s", "start"],
-        [
-            [
-                r["n"],
-                r["rl2"],
-                r["rl2_greedy"],
-                r["paper"],
-                r["psrl"],
-                r["random"],
-                r["train_s"],
-                r["init_from"],
-            ]
-            for r in results
-        ],
-    )
+    print_table(list(TABLE.values()), [[r[c] for c in TABLE] for r in results])
     write_json(args.out, {"results": results})
 
 

@@ -115,9 +115,9 @@ def cmd_evaluate(argv: list[str]) -> None:
         from fastadapt.learners.rl2 import evaluate_rl2
         from fastadapt.train import load_learner
 
-        eval.validate()
         learner = load_learner(run_dir)
         if learner.name == "rl2":  # adapts within a trial: returns per episode, no gradient steps
+            eval.validate()  # (evaluate_learner validates its own)
             result = evaluate_rl2(learner, eval.num_tasks, eval.seed, deterministic=eval.greedy)
         elif eval.greedy:
             raise ConfigError(
