@@ -103,7 +103,36 @@ def rl2_parser(description: str, eval_tasks: int, run_root: str) -> argparse.Arg
         help="do not train: evaluate the models an earlier run of the same settings left under "
         "--run-root (train_s is then that run's training time)",
     )
+    p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="evaluate a finished run under --run-root trained with the same settings instead of "
+        "training it again; train the settings that have none",
+    )
     return p
+
+
+def finished_same_run(run_dir: Path, cfg: Any) -> tuple[Any, str]:
+    """``(learner, "")`` restored from ``run_dir``'s final model when that run finished and was
+    trained with ``cfg`` (device and checkpointing aside), else ``(None, why not)``."""
+    import dataclasses
+
+    from fastadapt.runs import is_finished
+    from fastadapt.train import load_learner
+
+    if not is_finished(run_dir):
+        return None, f"{run_dir} holds no finished run"
+    learner = load_learner(run_dir)
+    ignored = {"device", "checkpoint_every", "keep_checkpoints", "flush_denormal"}
+    fields = [f.name for f in dataclasses.fields(cfg) if f.name not in ignored]
+    differ = [f for f in fields if getattr(learner.config, f) != getattr(cfg, f)]
+    if differ:
+        return None, (
+            f"{run_dir} was trained with other settings ({', '.join(differ)}: "
+            f"{[getattr(learner.config, f) for f in differ]} vs "
+            f"{[getattr(cfg, f) for f in differ]})"
+        )
+    return learner, ""
 
 
 def train_rl2_row(
@@ -115,43 +144,46 @@ def train_rl2_row(
     progress: bool,
     start: tuple[str, Path] | None = None,
     evaluate_only: bool = False,
+    reuse: bool = False,
 ) -> dict[str, Any]:
     """Train RL² with ``cfg`` (from the model of ``start = (label, run_dir)`` if given), evaluate
     it on ``eval_tasks`` held-out tasks (``rl2``: sampling its actions, as trained;
     ``rl2_greedy``: its most likely action) and compute each baseline (``fn(family, tasks, n) ->
     per-task totals``) on the same tasks: one result row. ``evaluate_only``: load the model an
-    earlier run left in ``run_dir`` instead of training (it must have been trained with ``cfg``)."""
+    earlier run left in ``run_dir`` instead of training (it must have been trained with ``cfg``);
+    ``reuse``: the same where ``run_dir`` holds such a model, else train (``reused`` in the row
+    says which; a stage that starts from a model trained anew must not be reused)."""
     import dataclasses
 
     from fastadapt.learners.rl2 import evaluate_rl2
     from fastadapt.runs import read_metrics
     from fastadapt.tasks import sample_tasks
-    from fastadapt.train import load_learner, make_learner, train
+    from fastadapt.train import make_learner, train
 
     if start is not None:
         cfg = dataclasses.replace(cfg, init_from=str(start[1]))
     t0 = time.perf_counter()
-    if evaluate_only:
-        learner = load_learner(run_dir)
-        ignored = {"device", "checkpoint_every", "keep_checkpoints", "flush_denormal"}
-        fields = [f.name for f in dataclasses.fields(cfg) if f.name not in ignored]
-        differ = [f for f in fields if getattr(learner.config, f) != getattr(cfg, f)]
-        if differ:
-            raise SystemExit(
-                f"{run_dir} was trained with other settings ({', '.join(differ)}: "
-                f"{[getattr(learner.config, f) for f in differ]} vs "
-                f"{[getattr(cfg, f) for f in differ]}); train it first"
-            )
+    learner = None
+    if evaluate_only or reuse:
+        learner, why = finished_same_run(run_dir, cfg)
+        if learner is None and evaluate_only:
+            raise SystemExit(f"{why}; train it first")
+        if learner is None:
+            print(f"{why}: training it", flush=True)
+    reused = learner is not None
+    if reused:
         train_s = read_metrics(run_dir)[-1]["time/wall_s"]
     else:
         learner = make_learner("rl2", cfg)
         train(learner, run_dir, overwrite=True, progress=progress)
+        train_s = time.perf_counter() - t0
     ev = evaluate_rl2(learner, num_tasks=eval_tasks)
     greedy = evaluate_rl2(learner, num_tasks=eval_tasks, deterministic=True)
     tasks = sample_tasks(learner.family, eval_tasks, cfg.seed, split="test")
     n = cfg.episodes_per_task
     row: dict[str, Any] = {
         "init_from": start[0] if start else "scratch",
+        "reused": reused,
         "rl2": ev["total_reward"]["mean"],
         "rl2_ci95": ev["total_reward"]["ci95"],
         "rl2_greedy": greedy["total_reward"]["mean"],
@@ -160,6 +192,6 @@ def train_rl2_row(
     for name, fn in baselines.items():
         row[name] = float(fn(learner.family, tasks, n).mean())
     row["iterations"] = cfg.meta_iterations
-    row["train_s"] = train_s if evaluate_only else time.perf_counter() - t0
+    row["train_s"] = train_s
     row["rl2_vs_paper"] = row["rl2"] / paper if paper else None
     return row

@@ -12,13 +12,20 @@ under the prior (exact dynamic programming; null when n > 20, where that is intr
 
 A long setting (n = 100) starts from the model of the same k's n = 10 setting when this run trained
 one (`init_from`, a curriculum over trial length; the paper trained every setting from scratch, with
-far more samples). `--from-scratch` turns this off.
+far more samples). `--from-scratch` turns this off. `--iterations-fine N` then trains it N more
+iterations at a lower learning rate (run `k{k}_n{n}_fine`); the row reports that model, and the
+first stage's figure as `rl2_before_fine`.
+
+Besides the textbook UCB1 (exploration constant sqrt(2)), `ucb1_tuned` plays UCB1 with the constant
+(`ucb1_c`) that did best on 2000 training bandits of the same k and n, as the RL² paper tuned its
+baselines.
 """
 
 from __future__ import annotations
 
 import sys
-from functools import partial
+from dataclasses import replace
+from functools import cache, partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -28,14 +35,31 @@ from fastadapt.bandit_baselines import (  # noqa: E402
     MAX_BAYES_PULLS,
     bandit_baseline,
     bayes_optimal_value,
+    tune_ucb1,
 )
 from fastadapt.config import RL2Config  # noqa: E402
+from fastadapt.tasks import Bandit, BanditTask, sample_tasks  # noqa: E402
+
+
+@cache
+def ucb1_constant(k: int, n: int) -> float:
+    """UCB1's exploration constant tuned for n pulls of k arms on training bandits."""
+    family = Bandit(k=k)
+    return tune_ucb1(family, sample_tasks(family, UCB_TUNING_TASKS, seed=0), n, seed=2)
+
+
+def ucb1_tuned(family: Bandit, tasks: list[BanditTask], n: int) -> object:
+    return bandit_baseline("ucb1", family, tasks, n, seed=1, ucb_c=ucb1_constant(family.k, n))
+
 
 PAPER = {(5, 10): 6.7, (5, 100): 78.7, (10, 10): 6.7, (10, 100): 83.5}
 # Long trials (n > 10): GAE lambda 0.9, as exploring pays off over more pulls, and the learning
 # rate decayed linearly to 0. Fine-tuning the lambda = 0.3, constant-lr models this way gained 1-2
 # (README, "RL² on bandits").
 LONG = {"gae_lambda": 0.9, "lr_schedule": "linear"}
+# With --iterations-fine, long trials then train on from that model at a lower rate.
+FINE = LONG | {"lr": 3e-4}
+UCB_TUNING_TASKS = 2000  # training bandits the UCB1 constant is chosen on
 TABLE = {  # JSON key: column heading
     "k": "k",
     "n": "n",
@@ -45,6 +69,7 @@ TABLE = {  # JSON key: column heading
     "bayes": "Bayes-opt.",
     "bayes_exact": "Bayes-opt. E",
     "ucb1": "UCB1",
+    "ucb1_tuned": "UCB1 tuned",
     "thompson": "Thompson",
     "random": "random",
     "train_s": "train s",
@@ -56,14 +81,20 @@ def main() -> None:
     p = rl2_parser(__doc__.splitlines()[0], 10000, "runs/bench_rl2_bandits")
     p.add_argument("--iterations", type=int, default=400, help="RL² iterations for n = 10")
     p.add_argument("--iterations-long", type=int, default=200, help="RL² iterations for n = 100")
+    p.add_argument(
+        "--iterations-fine",
+        type=int,
+        default=0,
+        help="then this many more for n = 100 from that model, learning rate 3e-4 decayed to 0",
+    )
     p.add_argument("--settings", default="5x10,10x10,5x100,10x100")
     args = p.parse_args()
     results = []
-    trained: dict[tuple[int, int], Path] = {}
-    for setting in args.settings.split(","):
-        k, n = (int(x) for x in setting.split("x"))
-        short = trained.get((k, 10)) if n > 10 and not args.from_scratch else None
-        run_dir = args.run_root / f"k{k}_n{n}"
+    reused: dict[tuple[int, int], bool] = {}  # the n = 10 settings trained: reused or not
+
+    def row_for(
+        k: int, n: int, stage: dict, its: int, run: str, start: tuple | None, reuse: bool
+    ) -> dict:
         cfg = RL2Config(
             env="Bandit-v0",
             env_kwargs=f'{{"k": {k}}}',
@@ -71,33 +102,57 @@ def main() -> None:
             meta_batch_size=256,
             lr=1e-3,
             entropy_coef=0.003,
-            meta_iterations=args.iterations if n <= 10 else args.iterations_long,
+            meta_iterations=its,
             checkpoint_every=100,
-            **({} if n <= 10 else LONG),
         )
-        row = {"k": k, "n": n}
-        row |= train_rl2_row(
-            cfg,
-            run_dir,
+        baselines = {
+            name: partial(bandit_baseline, name, seed=1)
+            for name in ("ucb1", "thompson", "random", "bayes")
+            if name != "bayes" or n <= MAX_BAYES_PULLS
+        } | {"ucb1_tuned": ucb1_tuned}
+        return train_rl2_row(
+            replace(cfg, **stage),
+            args.run_root / run,
             args.eval_tasks,
             PAPER.get((k, n)),
-            {
-                name: partial(bandit_baseline, name, seed=1)
-                for name in ("ucb1", "thompson", "random", "bayes")
-                if name != "bayes" or n <= MAX_BAYES_PULLS
-            },
+            baselines,
             not args.no_progress,
-            (f"k={k} n=10", short) if short else None,
+            start,
             args.evaluate_only,
+            reuse,
         )
+
+    for setting in args.settings.split(","):
+        k, n = (int(x) for x in setting.split("x"))
+        curriculum = n > 10 and (k, 10) in reused and not args.from_scratch
+        start = (f"k={k} n=10", args.run_root / f"k{k}_n10") if curriculum else None
+        # reuse a stage only if the model it starts from was not trained anew
+        reuse = args.reuse and (reused[(k, 10)] if curriculum else True)
+        if n <= 10:
+            row = row_for(k, n, {}, args.iterations, f"k{k}_n{n}", start, reuse)
+            reused[(k, n)] = row["reused"]
+        else:
+            row = row_for(k, n, LONG, args.iterations_long, f"k{k}_n{n}", start, reuse)
+        if n > 10 and args.iterations_fine > 0:
+            first = row
+            start = (f"k={k} n={n}", args.run_root / f"k{k}_n{n}")
+            reuse = args.reuse and first["reused"]
+            row = row_for(k, n, FINE, args.iterations_fine, f"k{k}_n{n}_fine", start, reuse)
+            row |= {
+                "init_from": first["init_from"],
+                "rl2_before_fine": first["rl2"],
+                "iterations": first["iterations"] + row["iterations"],
+                "train_s": first["train_s"] + row["train_s"],
+            }
+        row = {"k": k, "n": n} | row
+        row["ucb1_c"] = ucb1_constant(k, n)
         row.setdefault("bayes", None)
         row["bayes_exact"] = bayes_optimal_value(k, n) if n <= MAX_BAYES_PULLS else None
         results.append(row)
-        trained[(k, n)] = run_dir
         print(
             f"k={k} n={n}: rl2 {row['rl2']:.2f} (greedy {row['rl2_greedy']:.2f}; paper "
-            f"{row['paper']}), thompson {row['thompson']:.2f}, ucb1 {row['ucb1']:.2f}, random "
-            f"{row['random']:.2f}"
+            f"{row['paper']}), thompson {row['thompson']:.2f}, ucb1 {row['ucb1']:.2f} (tuned, "
+            f"c={row['ucb1_c']}: {row['ucb1_tuned']:.2f}), random {row['random']:.2f}"
             + (f", Bayes-optimal {row['bayes']:.2f}" if row["bayes"] is not None else ""),
             flush=True,
         )

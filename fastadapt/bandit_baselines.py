@@ -1,6 +1,7 @@
 """Classical baselines for the RL² families, vectorized over many tasks at once.
 
-Bandits: random, UCB1 (Auer et al. 2002), Thompson sampling with a uniform Beta prior, and for short
+Bandits: random, UCB1 (Auer et al. 2002; its exploration constant can be tuned on training bandits,
+as the RL² paper tuned its baselines), Thompson sampling with a uniform Beta prior, and for short
 trials the Bayes-optimal policy itself (exact dynamic programming over the Beta posteriors: the
 ceiling no learner can beat in expectation).
 Tabular MDPs: random, and posterior sampling (PSRL, Osband et al. 2013) with the families' own priors
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from functools import cache
+from math import sqrt
 
 import numpy as np
 
@@ -19,10 +21,16 @@ from fastadapt.tasks.bandit import Bandit, BanditTask, TabularMDP, TabularMDPTas
 
 
 def bandit_baseline(
-    name: str, family: Bandit, tasks: Sequence[BanditTask], pulls: int, seed: int
+    name: str,
+    family: Bandit,
+    tasks: Sequence[BanditTask],
+    pulls: int,
+    seed: int,
+    ucb_c: float = sqrt(2),
 ) -> np.ndarray:
     """Total reward over ``pulls`` pulls of ``random``, ``ucb1``, ``thompson`` or ``bayes`` (the
-    Bayes-optimal policy, ``pulls <= MAX_BAYES_PULLS``) on each task."""
+    Bayes-optimal policy, ``pulls <= MAX_BAYES_PULLS``) on each task. UCB1 pulls every arm once,
+    then the arm maximizing ``mean + ucb_c * sqrt(ln t / count)`` (``sqrt(2)``: Auer et al.)."""
     rng = np.random.default_rng(seed)
     p = np.array([t.arm_probs for t in tasks])
     n, k = p.shape
@@ -40,7 +48,7 @@ def bandit_baseline(
             if t < k:
                 a = np.full(n, t)
             else:
-                a = (wins / counts + np.sqrt(2 * np.log(t) / counts)).argmax(1)
+                a = (wins / counts + ucb_c * np.sqrt(np.log(t) / counts)).argmax(1)
         elif name == "bayes":
             a = _bayes_actions(q, wins, counts - wins, pulls - t, rng)
         else:
@@ -50,6 +58,25 @@ def bandit_baseline(
         wins[rows, a] += r
         total += r
     return total
+
+
+UCB_GRID = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0, sqrt(2))
+"""Exploration constants ``tune_ucb1`` chooses from."""
+
+
+def tune_ucb1(
+    family: Bandit,
+    tasks: Sequence[BanditTask],
+    pulls: int,
+    seed: int,
+    grid: Sequence[float] = UCB_GRID,
+) -> float:
+    """The UCB1 exploration constant from ``grid`` with the highest mean total reward over
+    ``pulls`` pulls on ``tasks`` (pass training tasks; report it on others)."""
+    if not grid or min(grid) < 0:
+        raise ValueError(f"tune_ucb1 needs a non-empty grid of constants >= 0, got {list(grid)}")
+    means = [bandit_baseline("ucb1", family, tasks, pulls, seed, ucb_c=c).mean() for c in grid]
+    return float(grid[int(np.argmax(means))])
 
 
 MAX_BAYES_PULLS = 20
