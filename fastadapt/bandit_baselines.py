@@ -145,7 +145,11 @@ def _bayes_actions(
 def mdp_baseline(
     name: str, family: TabularMDP, tasks: Sequence[TabularMDPTask], episodes: int, seed: int
 ) -> np.ndarray:
-    """Total reward over ``episodes`` episodes of ``random`` or ``psrl`` on each task."""
+    """Total reward over ``episodes`` episodes of ``random``, ``psrl`` or ``greedy`` on each task.
+    ``greedy`` plans each episode on the posterior mean MDP (the RL² paper's "Greedy"; ties
+    broken at random)."""
+    if name not in ("random", "psrl", "greedy"):
+        raise ValueError(f"unknown MDP baseline {name!r}")
     rng = np.random.default_rng(seed)
     S, A, H = family.num_states, family.num_actions, family.horizon
     means = np.array([t.reward_means for t in tasks])  # [n, S, A]
@@ -158,18 +162,22 @@ def mdp_baseline(
     trans_cnt = np.zeros((n, S, A, S))
     total = np.zeros(n)
     for _ in range(episodes):
-        if name == "psrl":
+        if name != "random":
             post_var = 1.0 / (1.0 + r_cnt)  # prior N(1, 1), noise variance 1
             post_mean = post_var * (1.0 + r_sum)
-            R = post_mean + np.sqrt(post_var) * rng.standard_normal((n, S, A))
-            P = _dirichlet(rng, 1.0 + trans_cnt)
+            if name == "psrl":
+                R = post_mean + np.sqrt(post_var) * rng.standard_normal((n, S, A))
+                P = _dirichlet(rng, 1.0 + trans_cnt)
+            else:
+                R = post_mean + 1e-9 * rng.random((n, S, A))  # the noise breaks ties
+                P = (1.0 + trans_cnt) / (1.0 + trans_cnt).sum(-1, keepdims=True)
             policy = _finite_horizon_policy(R, P, H)  # [n, H, S]
         s = np.zeros(n, dtype=int)
         for h in range(H):
             a = rng.integers(0, A, size=n) if name == "random" else policy[rows, h, s]
             r = means[rows, s, a] + rng.standard_normal(n)
             s2 = (cdf[rows, s, a] < rng.random(n)[:, None]).sum(1).clip(max=S - 1)
-            if name == "psrl":
+            if name != "random":
                 r_sum[rows, s, a] += r
                 r_cnt[rows, s, a] += 1
                 trans_cnt[rows, s, a, s2] += 1

@@ -80,11 +80,15 @@ def test_bandit_baselines_refuse_bad_names_and_intractable_trials():
         bandit_baseline("bayes", family, tasks, MAX_BAYES_PULLS + 1, seed=0)
 
 
-def test_psrl_beats_random_play_on_tabular_mdps():
+def test_psrl_and_greedy_planning_beat_random_play_on_tabular_mdps():
     family = make_family("TabularMDP-v0")
     tasks = sample_tasks(family, 300, seed=0)
     psrl = mdp_baseline("psrl", family, tasks, 10, seed=1)
+    greedy = mdp_baseline("greedy", family, tasks, 10, seed=1)
     random = mdp_baseline("random", family, tasks, 10, seed=1)
     # random play earns the mean reward N(1, 1) per step on average: about 10 x 10 x 1
     assert abs(random.mean() - 100) < 4 * random.std() / np.sqrt(len(tasks))
     assert psrl.mean() > random.mean() + 15
+    assert greedy.mean() > random.mean() + 15
+    with pytest.raises(ValueError, match="unknown MDP baseline 'ucrl2'"):
+        mdp_baseline("ucrl2", family, tasks, 10, seed=1)
