@@ -1,7 +1,7 @@
 """RL² on k-armed Bernoulli bandits, the RL² paper's Table 1 settings, beside UCB1, Thompson
 sampling, random play and (for n <= 20) the Bayes-optimal policy computed on the same held-out tasks.
 
-    python benchmarks/rl2_bandits.py --out runs/bench_rl2_bandits.json [--iterations 400]
+    python benchmarks/rl2_bandits.py --out runs/bench_rl2_bandits.json [--settings 5x10,5x100]
 
 For each (k, n): train RL² (GRU) on trials of n pulls, then report the mean total reward over n
 pulls on 10000 held-out bandits (at n = 10 the standard error is about 0.02; with 1000 bandits it
@@ -13,8 +13,9 @@ under the prior (exact dynamic programming; null when n > 20, where that is intr
 A long setting (n = 100) starts from the model of the same k's n = 10 setting when this run trained
 one (`init_from`, a curriculum over trial length; the paper trained every setting from scratch, with
 far more samples). `--from-scratch` turns this off. `--iterations-fine N` then trains it N more
-iterations at a lower learning rate (run `k{k}_n{n}_fine`); the row reports that model, and the
-first stage's figure as `rl2_before_fine`.
+iterations at a lower learning rate (run `k{k}_n{n}_fine`; 0 skips it); the row reports that model,
+and the first stage's figure as `rl2_before_fine`. The defaults take about 45 minutes per k with
+one thread; `--reuse` keeps the stages a previous run finished with the same settings.
 
 Besides the textbook UCB1 (exploration constant sqrt(2)), `ucb1_tuned` plays UCB1 with the constant
 (`ucb1_c`) that did best on 2000 training bandits of the same k and n, as the RL² paper tuned its
@@ -79,12 +80,12 @@ TABLE = {  # JSON key: column heading
 
 def main() -> None:
     p = rl2_parser(__doc__.splitlines()[0], 10000, "runs/bench_rl2_bandits")
-    p.add_argument("--iterations", type=int, default=400, help="RL² iterations for n = 10")
-    p.add_argument("--iterations-long", type=int, default=200, help="RL² iterations for n = 100")
+    p.add_argument("--iterations", type=int, default=600, help="RL² iterations for n = 10")
+    p.add_argument("--iterations-long", type=int, default=700, help="RL² iterations for n = 100")
     p.add_argument(
         "--iterations-fine",
         type=int,
-        default=0,
+        default=200,
         help="then this many more for n = 100 from that model, learning rate 3e-4 decayed to 0",
     )
     p.add_argument("--settings", default="5x10,10x10,5x100,10x100")

@@ -1,7 +1,7 @@
 """RL² on random tabular MDPs, the RL² paper's Table 2 settings, beside posterior sampling (PSRL),
 greedy planning on the posterior mean MDP and random play, computed on the same held-out MDPs.
 
-    python benchmarks/rl2_tabular.py --out runs/bench_rl2_tabular.json [--iterations 300]
+    python benchmarks/rl2_tabular.py --out runs/bench_rl2_tabular.json [--iterations 400]
 
 For each n (episodes of 10 steps per trial): train RL² (GRU), report the mean total reward over the
 n episodes on 500 held-out MDPs (`rl2` sampling its actions, `rl2_greedy` taking the most likely
@@ -40,7 +40,7 @@ TABLE = {  # JSON key: column heading
 
 def main() -> None:
     p = rl2_parser(__doc__.splitlines()[0], 500, "runs/bench_rl2_tabular")
-    p.add_argument("--iterations", type=int, default=300, help="RL² iterations per setting")
+    p.add_argument("--iterations", type=int, default=400, help="RL² iterations per setting")
     p.add_argument("--settings", default="10,25")
     args = p.parse_args()
     results = []
@@ -57,7 +57,7 @@ def main() -> None:
             episodes_per_task=n,
             meta_batch_size=128,
             lr=1e-3,
-            entropy_coef=0.003,
+            entropy_coef=0.03,
             gae_lambda=0.3,
             meta_iterations=args.iterations,
             checkpoint_every=100,
