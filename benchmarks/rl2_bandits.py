@@ -50,6 +50,7 @@ def ucb1_constant(k: int, n: int) -> float:
 
 
 def ucb1_tuned(family: Bandit, tasks: list[BanditTask], n: int) -> object:
+    """Per-task totals of UCB1 with the constant tuned for this k and n."""
     return bandit_baseline("ucb1", family, tasks, n, seed=1, ucb_c=ucb1_constant(family.k, n))
 
 

@@ -4,9 +4,10 @@ Bandits: random, UCB1 (Auer et al. 2002; its exploration constant can be tuned o
 as the RL² paper tuned its baselines), Thompson sampling with a uniform Beta prior, and for short
 trials the Bayes-optimal policy itself (exact dynamic programming over the Beta posteriors: the
 ceiling no learner can beat in expectation).
-Tabular MDPs: random, and posterior sampling (PSRL, Osband et al. 2013) with the families' own priors
-(mean rewards N(1, 1) with unit observation noise, transitions Dirichlet(1)), solved each episode by
-finite-horizon value iteration. All return the total reward per trial, ``[tasks]``.
+Tabular MDPs: random, posterior sampling (PSRL, Osband et al. 2013) with the families' own priors
+(mean rewards N(1, 1) with unit observation noise, transitions Dirichlet(1)) and greedy planning on
+the posterior mean MDP, each episode solved by finite-horizon value iteration. All return the total
+reward per trial, ``[tasks]``.
 """
 
 from __future__ import annotations
