@@ -145,14 +145,16 @@ def train_rl2_row(
     start: tuple[str, Path] | None = None,
     evaluate_only: bool = False,
     reuse: bool = False,
+    trained: set[Path] | None = None,
 ) -> dict[str, Any]:
     """Train RL² with ``cfg`` (from the model of ``start = (label, run_dir)`` if given), evaluate
     it on ``eval_tasks`` held-out tasks (``rl2``: sampling its actions, as trained;
     ``rl2_greedy``: its most likely action) and compute each baseline (``fn(family, tasks, n) ->
     per-task totals``) on the same tasks: one result row. ``evaluate_only``: load the model an
     earlier run left in ``run_dir`` instead of training (it must have been trained with ``cfg``);
-    ``reuse``: the same where ``run_dir`` holds such a model, else train (``reused`` in the row
-    says which; a stage that starts from a model trained anew must not be reused)."""
+    ``reuse``: the same where ``run_dir`` holds such a model and ``start``'s run is not in
+    ``trained`` (the runs this benchmark trained anew; ``run_dir`` joins it when trained), else
+    train (``reused`` in the row says which)."""
     import dataclasses
 
     from fastadapt.learners.rl2 import evaluate_rl2
@@ -164,6 +166,10 @@ def train_rl2_row(
         cfg = dataclasses.replace(cfg, init_from=str(start[1]))
     t0 = time.perf_counter()
     learner = None
+    trained = set() if trained is None else trained
+    if reuse and start is not None and Path(start[1]) in trained:
+        reuse = False
+        print(f"{run_dir}: its start {start[1]} was trained anew: training it", flush=True)
     if evaluate_only or reuse:
         learner, why = finished_same_run(run_dir, cfg)
         if learner is None and evaluate_only:
@@ -176,6 +182,7 @@ def train_rl2_row(
     else:
         learner = make_learner("rl2", cfg)
         train(learner, run_dir, overwrite=True, progress=progress)
+        trained.add(Path(run_dir))
         train_s = time.perf_counter() - t0
     ev = evaluate_rl2(learner, num_tasks=eval_tasks)
     greedy = evaluate_rl2(learner, num_tasks=eval_tasks, deterministic=True)

@@ -92,11 +92,10 @@ def main() -> None:
     p.add_argument("--settings", default="5x10,10x10,5x100,10x100")
     args = p.parse_args()
     results = []
-    reused: dict[tuple[int, int], bool] = {}  # the n = 10 settings trained: reused or not
+    trained: set[Path] = set()  # runs trained anew here: what starts from them is never reused
+    done: set[tuple[int, int]] = set()  # the (k, n) settings this run has a model of
 
-    def row_for(
-        k: int, n: int, stage: dict, its: int, run: str, start: tuple | None, reuse: bool
-    ) -> dict:
+    def row_for(k: int, n: int, stage: dict, its: int, run: str, start: tuple | None) -> dict:
         cfg = RL2Config(
             env="Bandit-v0",
             env_kwargs=f'{{"k": {k}}}',
@@ -121,25 +120,23 @@ def main() -> None:
             not args.no_progress,
             start,
             args.evaluate_only,
-            reuse,
+            args.reuse,
+            trained,
         )
 
     for setting in args.settings.split(","):
         k, n = (int(x) for x in setting.split("x"))
-        curriculum = n > 10 and (k, 10) in reused and not args.from_scratch
+        curriculum = n > 10 and (k, 10) in done and not args.from_scratch
         start = (f"k={k} n=10", args.run_root / f"k{k}_n10") if curriculum else None
-        # reuse a stage only if the model it starts from was not trained anew
-        reuse = args.reuse and (reused[(k, 10)] if curriculum else True)
         if n <= 10:
-            row = row_for(k, n, {}, args.iterations, f"k{k}_n{n}", start, reuse)
-            reused[(k, n)] = row["reused"]
+            row = row_for(k, n, {}, args.iterations, f"k{k}_n{n}", start)
         else:
-            row = row_for(k, n, LONG, args.iterations_long, f"k{k}_n{n}", start, reuse)
+            row = row_for(k, n, LONG, args.iterations_long, f"k{k}_n{n}", start)
+        done.add((k, n))
         if n > 10 and args.iterations_fine > 0:
             first = row
             start = (f"k={k} n={n}", args.run_root / f"k{k}_n{n}")
-            reuse = args.reuse and first["reused"]
-            row = row_for(k, n, FINE, args.iterations_fine, f"k{k}_n{n}_fine", start, reuse)
+            row = row_for(k, n, FINE, args.iterations_fine, f"k{k}_n{n}_fine", start)
             row |= {
                 "init_from": first["init_from"],
                 "rl2_before_fine": first["rl2"],

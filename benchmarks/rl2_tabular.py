@@ -44,13 +44,11 @@ def main() -> None:
     p.add_argument("--settings", default="10,25")
     args = p.parse_args()
     results = []
-    # (n, run directory, whether it was reused) of the last setting
-    previous: tuple[int, Path, bool] | None = None
+    trained: set[Path] = set()  # runs trained anew here: what starts from them is never reused
+    previous: tuple[int, Path] | None = None  # (n, run directory) of the last setting
     for n in (int(x) for x in args.settings.split(",")):
         shorter = previous is not None and previous[0] < n and not args.from_scratch
         start = (f"n={previous[0]}", previous[1]) if shorter else None
-        # reuse a setting only if the model it starts from was not trained anew
-        reuse = args.reuse and (previous[2] if shorter else True)
         run_dir = args.run_root / f"n{n}"
         cfg = RL2Config(
             env="TabularMDP-v0",
@@ -72,10 +70,11 @@ def main() -> None:
             not args.no_progress,
             start,
             args.evaluate_only,
-            reuse,
+            args.reuse,
+            trained,
         )
         results.append(row)
-        previous = (n, run_dir, row["reused"])
+        previous = (n, run_dir)
         print(
             f"n={n}: rl2 {row['rl2']:.1f} (paper {row['paper']}), psrl {row['psrl']:.1f}, "
             f"random {row['random']:.1f}",
