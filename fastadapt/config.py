@@ -237,6 +237,9 @@ class RL2Config(CommonConfig):
     """Recurrent (or Transformer) layers."""
     heads: int = 4
     """Attention heads (transformer)."""
+    time_inputs: bool = False
+    """Also feed the policy a clock: the step within the episode and the episode within the trial,
+    each as a fraction (the RL² paper's input has neither; the recurrent state must count)."""
     gamma: float = 0.99
     """Discount across the whole trial (episode ends do not stop it)."""
     gae_lambda: float = 0.3

@@ -1,7 +1,9 @@
 """Policies over a trial's history for RL²: GRU, LSTM and a causal Transformer.
 
 The input at step ``t`` of a trial is ``(obs_t, prev_action, prev_reward, prev_done)``: the previous
-step's action (one-hot if discrete), reward, and whether that step ended an episode. The hidden state
+step's action (one-hot if discrete), reward, and whether that step ended an episode; with
+``time_inputs`` also a clock: ``(step within the episode / horizon, episode within the trial /
+episodes)``, both in [0, 1). The hidden state
 (or, for the Transformer, the context) runs across the episodes of one trial and starts fresh with each
 trial. Each policy has an actor head (categorical logits, or a Gaussian mean with a state-independent
 log-std) and a critic head.
@@ -22,9 +24,9 @@ from fastadapt.policies import DistParams, MLPPolicy
 KINDS = ("gru", "lstm", "transformer")
 
 
-def rl2_input_dim(obs_dim: int, action_dim: int) -> int:
-    """Width of an RL² input: observation, previous action, reward and done flag."""
-    return obs_dim + action_dim + 2
+def rl2_input_dim(obs_dim: int, action_dim: int, time_inputs: bool = False) -> int:
+    """Width of an RL² input: observation, previous action, reward and done flag (and the clock)."""
+    return obs_dim + action_dim + 2 + (2 if time_inputs else 0)
 
 
 class SequencePolicy(nn.Module):
@@ -41,6 +43,7 @@ class SequencePolicy(nn.Module):
         heads: int = 4,
         max_len: int = 1024,
         init_log_std: float = 0.0,
+        time_inputs: bool = False,
     ) -> None:
         super().__init__()
         if kind not in KINDS:
@@ -55,8 +58,8 @@ class SequencePolicy(nn.Module):
             discrete,
             kind,
         )
-        self.hidden, self.max_len = hidden, max_len
-        in_dim = rl2_input_dim(obs_dim, action_dim)
+        self.hidden, self.max_len, self.time_inputs = hidden, max_len, time_inputs
+        in_dim = self.input_dim
         if kind == "gru":
             self.core: nn.Module = nn.GRU(in_dim, hidden, layers, batch_first=True)
         elif kind == "lstm":
@@ -77,14 +80,17 @@ class SequencePolicy(nn.Module):
         # the distribution arithmetic (log-prob summed over dims, KL, entropy) is the MLP policy's
         self.dist_ops = MLPPolicy(obs_dim, action_dim, discrete, hidden=(1,))
 
+    @property
+    def input_dim(self) -> int:
+        """Width of one step's input."""
+        return rl2_input_dim(self.obs_dim, self.action_dim, self.time_inputs)
+
     # ---- the core -------------------------------------------------------------------------------
 
     def initial_state(self, batch: int, device: torch.device | str = "cpu") -> Any:
         """A fresh state for ``batch`` trials (empty context for the Transformer)."""
         if self.kind == "transformer":
-            return torch.zeros(
-                batch, 0, rl2_input_dim(self.obs_dim, self.action_dim), device=device
-            )
+            return torch.zeros(batch, 0, self.input_dim, device=device)
         n_layers = self.core.num_layers
         h = torch.zeros(n_layers, batch, self.hidden, device=device)
         return (h, h.clone()) if self.kind == "lstm" else h
@@ -151,4 +157,6 @@ def describe(policy: SequencePolicy) -> dict[str, Any]:
         "action_dim": policy.action_dim,
         "discrete": policy.discrete,
         "max_len": policy.max_len,
+        # only when set, so checkpoints from before the option still match
+        **({"time_inputs": True} if policy.time_inputs else {}),
     }

@@ -124,6 +124,27 @@ def test_rl2_hidden_state_carries_across_episodes_and_resets_between_trials():
     assert not torch.allclose(v_fresh[:, 0], t1.values[:, 3])
 
 
+def test_rl2_clock_inputs_count_steps_and_episodes():
+    family = make_family("CartPoleDynamics-v0")  # episodes of different lengths
+    pol = SequencePolicy(4, 2, True, "gru", hidden=8, time_inputs=True)
+    assert pol.input_dim == rl2_input_dim(4, 2) + 2
+    trials = collect_trials(family, pol, sample_tasks(family, 3, 0), 3, seed=0)
+    H = family.horizon
+    for b in range(3):
+        L = int(trials.mask[b].sum())
+        done = trials.inputs[b, :L, 4 + 2 + 1]  # the previous step ended an episode
+        episode = torch.cumsum(done, 0)  # index of the episode each step belongs to
+        starts = torch.cat([torch.ones(1), done[1:]]).bool()
+        step = torch.zeros(L)
+        for i in range(1, L):
+            step[i] = 0 if starts[i] else step[i - 1] + 1
+        torch.testing.assert_close(trials.inputs[b, :L, -2], step / H)
+        torch.testing.assert_close(trials.inputs[b, :L, -1], episode / 3)
+    # the policy reads the clock: recomputing over the stored inputs gives the recorded values
+    _, v, _ = pol(trials.inputs)
+    torch.testing.assert_close(v * trials.mask, trials.values)
+
+
 @pytest.mark.parametrize("kind", ["gru", "lstm", "transformer"])
 def test_sequence_policies_train_on_tabular_mdp(kind):
     cfg = RL2Config(

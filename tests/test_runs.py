@@ -319,3 +319,25 @@ def test_init_from_refuses_mismatched_or_missing_parameters(tmp_path):
     with pytest.raises(ConfigError, match="own directory"):
         train(make_learner("maml", own), tmp_path / "a", overwrite=True, progress=False)
     assert (tmp_path / "a" / "model.json").exists()  # the finished run is untouched
+
+
+def test_rl2_clock_inputs_survive_a_checkpoint(tmp_path):
+    from fastadapt.config import RL2Config
+
+    cfg = RL2Config(
+        env="Bandit-v0",
+        meta_batch_size=8,
+        episodes_per_task=3,
+        meta_iterations=1,
+        hidden_size=16,
+        minibatches=2,
+        time_inputs=True,
+    )
+    train(make_learner("rl2", cfg), tmp_path / "clock", progress=False)
+    back = load_learner(tmp_path / "clock")
+    # obs, 5 arms, reward, done, clock
+    assert back.policy.time_inputs and back.policy.input_dim == 1 + 5 + 2 + 2
+    # a policy without the clock reads narrower inputs: starting from this run is refused
+    plain = dataclasses.replace(cfg, time_inputs=False, init_from=str(tmp_path / "clock"))
+    with pytest.raises(CheckpointError, match=r"tensor 'param.core.weight_ih_l0' has shape"):
+        train(make_learner("rl2", plain), tmp_path / "plain", progress=False)

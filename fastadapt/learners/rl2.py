@@ -33,7 +33,7 @@ from fastadapt.errors import ConfigError
 from fastadapt.learners.common import Checkpointable, check_finite
 from fastadapt.returns import gae
 from fastadapt.sampling import ActionMap, check_finite_array, split_seed
-from fastadapt.sequence_policies import SequencePolicy, rl2_input_dim, select_state
+from fastadapt.sequence_policies import SequencePolicy, select_state
 from fastadapt.task_sampling import make_task_sampler
 from fastadapt.tasks import make_family
 from fastadapt.tasks.core import TaskFamily, derive_seed
@@ -73,7 +73,7 @@ def collect_trials(
     gen = torch.Generator(device=device).manual_seed(act_seed)
     discrete = isinstance(family.action_space, gym.spaces.Discrete)
     to_env = ActionMap(family.action_space)
-    A, D = policy.action_dim, rl2_input_dim(policy.obs_dim, policy.action_dim)
+    A, D = policy.action_dim, policy.input_dim
     L = episodes * H
     inputs = torch.zeros(B, L, D, device=device)
     actions = torch.zeros(
@@ -93,10 +93,10 @@ def collect_trials(
         obs = env.reset()
         alive = torch.ones(B, dtype=torch.bool, device=device)
         for t in range(H):
-            x = torch.cat(
-                [torch.as_tensor(obs, device=device), prev_a, prev_r[:, None], prev_d[:, None]],
-                dim=1,
-            )
+            parts = [torch.as_tensor(obs, device=device), prev_a, prev_r[:, None], prev_d[:, None]]
+            if policy.time_inputs:  # the clock: step within the episode, episode within the trial
+                parts.append(torch.tensor([[t / H, j / episodes]], device=device).expand(B, 2))
+            x = torch.cat(parts, dim=1)
             inputs[rows[alive], pos[alive]] = x[alive]
             if policy.kind == "transformer":  # causal: padding past each trial's position is unseen
                 upto = int(pos.max()) + 1
@@ -176,6 +176,7 @@ class RL2(Checkpointable):
             config.heads,
             max_len=config.episodes_per_task * self.family.horizon,
             init_log_std=config.init_log_std,
+            time_inputs=config.time_inputs,
         ).to(self.device)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.lr, eps=1e-5)
         self.task_sampler = make_task_sampler(config, self.family)
