@@ -13,7 +13,7 @@ Shapes: ``inputs [B, L, input_dim]`` for a sequence, ``[B, input_dim]`` for one 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn as nn
@@ -22,6 +22,17 @@ from fastadapt.errors import ConfigError
 from fastadapt.policies import DistParams, MLPPolicy
 
 KINDS = ("gru", "lstm", "transformer")
+
+
+class KVCache(NamedTuple):
+    """A Transformer's memory of a trial so far: per layer, the keys and values of every step
+    (``[B, heads, max_len, head_dim]``), which slots hold a step of each trial (``valid [B,
+    max_len]``; trials that wait for others leave gaps) and how many slots are used."""
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    valid: torch.Tensor
+    used: int
 
 
 def rl2_input_dim(obs_dim: int, action_dim: int, time_inputs: bool = False) -> int:
@@ -88,31 +99,68 @@ class SequencePolicy(nn.Module):
     # ---- the core -------------------------------------------------------------------------------
 
     def initial_state(self, batch: int, device: torch.device | str = "cpu") -> Any:
-        """A fresh state for ``batch`` trials (empty context for the Transformer)."""
+        """A fresh state for ``batch`` trials (an empty key-value cache for the Transformer)."""
         if self.kind == "transformer":
-            return torch.zeros(batch, 0, self.input_dim, device=device)
+            heads = self.core.layers[0].self_attn.num_heads
+            shape = (batch, heads, self.max_len, self.hidden // heads)
+            return KVCache(
+                [torch.zeros(shape, device=device) for _ in self.core.layers],
+                [torch.zeros(shape, device=device) for _ in self.core.layers],
+                torch.zeros(batch, self.max_len, dtype=torch.bool, device=device),
+                0,
+            )
         n_layers = self.core.num_layers
         h = torch.zeros(n_layers, batch, self.hidden, device=device)
         return (h, h.clone()) if self.kind == "lstm" else h
 
     def features(self, inputs: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
-        """Core outputs ``[B, L, hidden]`` for a sequence, continuing from ``state``."""
+        """Core outputs ``[B, L, hidden]`` for a sequence, continuing from ``state`` (recurrent
+        policies; the Transformer reads whole trials here and continues one with :meth:`step`)."""
         if self.kind == "transformer":
-            context = (
-                inputs if state is None or state.shape[1] == 0 else torch.cat([state, inputs], 1)
-            )
-            L = context.shape[1]
+            if state is not None:
+                raise ValueError("a Transformer continues a trial one step at a time (step())")
+            L = inputs.shape[1]
             if L > self.max_len:
                 raise ConfigError(
                     f"trial of {L} steps exceeds the transformer's max_len {self.max_len}"
                 )
-            x = self.embed(context) + self.pos[:L]
+            x = self.embed(inputs) + self.pos[:L]
             causal = torch.triu(torch.full((L, L), float("-inf"), device=x.device), diagonal=1)
-            out = self.core(x, mask=causal)
-            return out[:, -inputs.shape[1] :], context
+            return self.core(x, mask=causal), None
         if state is None:
             state = self.initial_state(inputs.shape[0], inputs.device)
         return self.core(inputs, state)
+
+    def _attend_step(self, x: torch.Tensor, cache: KVCache) -> tuple[torch.Tensor, KVCache]:
+        """One step of the Transformer from its cache: the same arithmetic as the encoder layers
+        (pre-norm attention and feed-forward blocks) for the new position only, attending to the
+        cached keys and values of the trial's earlier steps. The cache's buffers are written in
+        place (slot ``used``); the returned cache marks that slot as a step of every trial, and
+        :func:`select_state` unmarks it for trials that did not take it."""
+        t = cache.used
+        if t >= self.max_len:
+            raise ConfigError(
+                f"trial of {t + 1} steps exceeds the transformer's max_len {self.max_len}"
+            )
+        B = x.shape[0]
+        position = cache.valid[:, :t].sum(1)  # each trial's own step count (left-aligned)
+        h = self.embed(x) + self.pos[position]
+        valid = cache.valid.clone()
+        valid[:, t] = True
+        keep = valid[:, None, None, : t + 1]
+        for layer, keys, values in zip(self.core.layers, cache.keys, cache.values, strict=True):
+            attn = layer.self_attn
+            heads, d = attn.num_heads, self.hidden // attn.num_heads
+            q, k, v = nn.functional.linear(
+                layer.norm1(h), attn.in_proj_weight, attn.in_proj_bias
+            ).chunk(3, -1)
+            keys[:, :, t] = k.view(B, heads, d)
+            values[:, :, t] = v.view(B, heads, d)
+            scores = q.view(B, heads, 1, d) @ keys[:, :, : t + 1].transpose(-1, -2) / d**0.5
+            weights = scores.masked_fill(~keep, float("-inf")).softmax(-1)
+            h = h + attn.out_proj((weights @ values[:, :, : t + 1]).reshape(B, self.hidden))
+            h = h + layer.linear2(layer.activation(layer.linear1(layer.norm2(h))))
+        return h, KVCache(cache.keys, cache.values, valid, t + 1)
 
     def heads(self, feats: torch.Tensor) -> tuple[DistParams, torch.Tensor]:
         """Action distribution and value from core outputs."""
@@ -128,6 +176,10 @@ class SequencePolicy(nn.Module):
 
     def step(self, inputs: torch.Tensor, state: Any):
         """One step ``[B, input_dim]``: ``(dist, value, new_state)``."""
+        if self.kind == "transformer":
+            feats, state = self._attend_step(inputs, state)
+            dist, values = self.heads(feats)
+            return dist, values, state
         dist, values, state = self.forward(inputs.unsqueeze(1), state)
         return (
             DistParams(dist.loc[:, 0], None if dist.log_std is None else dist.log_std[:, 0]),
@@ -141,6 +193,10 @@ class SequencePolicy(nn.Module):
 
 def select_state(new: Any, old: Any, keep_new: torch.Tensor) -> Any:
     """Per trial, the new recurrent state where ``keep_new`` else the old one."""
+    if isinstance(new, KVCache):  # the step's slot belongs only to the trials that took it
+        valid = new.valid.clone()
+        valid[:, new.used - 1] &= keep_new
+        return new._replace(valid=valid)
     if isinstance(new, tuple):
         return tuple(select_state(n, o, keep_new) for n, o in zip(new, old, strict=True))
     if new.dim() == 3 and new.shape[1] == keep_new.shape[0]:  # [layers, B, H]

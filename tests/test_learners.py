@@ -174,6 +174,21 @@ def test_transformer_is_causal():
     assert not torch.allclose(v1[:, 6:], v2[:, 6:])
 
 
+@pytest.mark.parametrize("kind", ["gru", "lstm", "transformer"])
+def test_rl2_step_by_step_equals_the_whole_trial(kind):
+    # episodes of different lengths: trials wait for each other, the Transformer's cache has gaps
+    family = make_family("CartPoleDynamics-v0")
+    torch.manual_seed(0)
+    pol = SequencePolicy(4, 2, True, kind, hidden=16, layers=2, heads=2, max_len=3 * 500)
+    trials = collect_trials(family, pol, sample_tasks(family, 4, 0), 3, seed=0)
+    assert len(set(trials.mask.sum(1).tolist())) > 1
+    dist, v, _ = pol(trials.inputs)
+    m = trials.mask
+    torch.testing.assert_close(v * m, trials.values, atol=1e-5, rtol=1e-5)
+    logp = pol.dist_ops.log_prob(dist, trials.actions) * m
+    torch.testing.assert_close(logp, trials.log_probs, atol=1e-5, rtol=1e-5)
+
+
 def test_rl2_variable_length_episodes_are_left_aligned():
     family = make_family("CartPoleDynamics-v0")
     pol = SequencePolicy(4, 2, True, "gru", hidden=8)

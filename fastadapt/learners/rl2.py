@@ -98,16 +98,8 @@ def collect_trials(
                 parts.append(torch.tensor([[t / H, j / episodes]], device=device).expand(B, 2))
             x = torch.cat(parts, dim=1)
             inputs[rows[alive], pos[alive]] = x[alive]
-            if policy.kind == "transformer":  # causal: padding past each trial's position is unseen
-                upto = int(pos.max()) + 1
-                dist, v, _ = policy(inputs[:, :upto])
-                dist = type(dist)(
-                    dist.loc[rows, pos], None if dist.log_std is None else dist.log_std[rows, pos]
-                )
-                v = v[rows, pos]
-            else:
-                dist, v, new_state = policy.step(x, state)
-                state = select_state(new_state, state, alive)
+            dist, v, new_state = policy.step(x, state)
+            state = select_state(new_state, state, alive)
             a = policy.dist_ops.mode(dist) if deterministic else policy.dist_ops.sample(dist, gen)
             logp = policy.dist_ops.log_prob(dist, a)
             obs, r, term, trunc = env.step(to_env(a.cpu().numpy()))
