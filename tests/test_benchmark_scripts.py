@@ -1,4 +1,5 @@
-"""The RL² benchmark scripts end to end on tiny settings: JSON shape and ``--reuse``."""
+"""The RL² benchmark scripts end to end on tiny settings: JSON shape, ``--reuse``, and the
+Transformer sampling comparison."""
 
 import json
 import runpy
@@ -40,3 +41,15 @@ def test_bandit_benchmark_reuses_only_runs_whose_start_was_not_retrained(tmp_pat
     )
     assert changed[0]["reused"] and not changed[1]["reused"]
     assert changed[1]["iterations"] == 3
+
+
+def test_transformer_sampling_benchmark_compares_equal_outputs(tmp_path, monkeypatch):
+    script = SCRIPT.parent / "rl2_transformer.py"
+    out = tmp_path / "tf.json"
+    monkeypatch.setattr(sys, "path", [str(SCRIPT.parent), *sys.path])
+    argv = [str(script), "--episodes", "1", "--repeats", "1", "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(str(script), run_name="__main__")
+    (row,) = json.loads(out.read_text())["results"]
+    assert row["trial_steps"] == 10 and row["max_abs_diff"] < 1e-4
+    assert row["cached_s"] > 0 and row["recompute_s"] > 0 and row["collect_gru_s"] > 0
