@@ -3,10 +3,10 @@
 The input at step ``t`` of a trial is ``(obs_t, prev_action, prev_reward, prev_done)``: the previous
 step's action (one-hot if discrete), reward, and whether that step ended an episode; with
 ``time_inputs`` also a clock: ``(step within the episode / horizon, episode within the trial /
-episodes)``, both in [0, 1). The hidden state
-(or, for the Transformer, the context) runs across the episodes of one trial and starts fresh with each
-trial. Each policy has an actor head (categorical logits, or a Gaussian mean with a state-independent
-log-std) and a critic head.
+episodes)``, both in [0, 1). The hidden state (for the Transformer, a cache of every layer's keys
+and values, so a step attends to the trial so far without recomputing it) runs across the episodes
+of one trial and starts fresh with each trial. Each policy has an actor head (categorical logits, or
+a Gaussian mean with a state-independent log-std) and a critic head.
 
 Shapes: ``inputs [B, L, input_dim]`` for a sequence, ``[B, input_dim]`` for one step.
 """
