@@ -86,9 +86,42 @@ def train_and_evaluate(
     return learner, result, rows, train_s
 
 
+# RL2Config fields per --policy; a setting's own fields (its learning rate) come after these
+SEQUENCE_POLICIES: dict[str, dict[str, Any]] = {
+    "gru": {},  # RL2Config's default: one GRU layer of 256 units
+    "lstm": {"policy": "lstm"},
+    "transformer": {
+        "policy": "transformer",
+        "hidden_size": 128,
+        "layers": 2,
+        "heads": 4,
+        "lr": 5e-4,
+    },
+}
+
+
+def rl2_run_name(policy: str, setting: str) -> str:
+    """A run directory's name under --run-root: the GRU's runs keep the bare setting's name."""
+    return setting if policy == "gru" else f"{policy}_{setting}"
+
+
+def from_shorter_trials(args: argparse.Namespace) -> bool:
+    """Whether a longer setting may start from the shorter one's model (the curriculum): not with
+    ``--from-scratch``, nor for a Transformer, whose position table is sized by the trial."""
+    return not args.from_scratch and args.policy != "transformer"
+
+
 def rl2_parser(description: str, eval_tasks: int, run_root: str) -> argparse.ArgumentParser:
     """The options both RL² benchmarks take (besides their settings and iterations)."""
     p = parser(description)
+    p.add_argument(
+        "--policy",
+        choices=list(SEQUENCE_POLICIES),
+        default="gru",
+        help="the sequence model: gru (256 units), lstm (256) or transformer (2 layers of "
+        "width 128, 4 heads, lr 5e-4); a transformer trains every setting from scratch (its "
+        "position table is sized by the trial's length)",
+    )
     p.add_argument("--eval-tasks", type=int, default=eval_tasks)
     p.add_argument("--run-root", type=Path, default=Path(run_root))
     p.add_argument("--no-progress", action="store_true")
@@ -195,6 +228,7 @@ def train_rl2_row(
         "rl2_ci95": ev["total_reward"]["ci95"],
         "rl2_greedy": greedy["total_reward"]["mean"],
         "paper": paper,
+        "policy": cfg.policy,
     }
     for name, fn in baselines.items():
         row[name] = float(fn(learner.family, tasks, n).mean())

@@ -30,7 +30,15 @@ from functools import cache, partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import print_table, rl2_parser, train_rl2_row, write_json  # noqa: E402
+from common import (  # noqa: E402
+    SEQUENCE_POLICIES,
+    from_shorter_trials,
+    print_table,
+    rl2_parser,
+    rl2_run_name,
+    train_rl2_row,
+    write_json,
+)
 
 from fastadapt.bandit_baselines import (  # noqa: E402
     MAX_BAYES_PULLS,
@@ -112,8 +120,8 @@ def main() -> None:
             if name != "bayes" or n <= MAX_BAYES_PULLS
         } | {"ucb1_tuned": ucb1_tuned}
         return train_rl2_row(
-            replace(cfg, **stage),
-            args.run_root / run,
+            replace(cfg, **(SEQUENCE_POLICIES[args.policy] | stage)),
+            args.run_root / rl2_run_name(args.policy, run),
             args.eval_tasks,
             PAPER.get((k, n)),
             baselines,
@@ -126,8 +134,9 @@ def main() -> None:
 
     for setting in args.settings.split(","):
         k, n = (int(x) for x in setting.split("x"))
-        curriculum = n > 10 and (k, 10) in done and not args.from_scratch
-        start = (f"k={k} n=10", args.run_root / f"k{k}_n10") if curriculum else None
+        curriculum = n > 10 and (k, 10) in done and from_shorter_trials(args)
+        start = (f"k={k} n=10", args.run_root / rl2_run_name(args.policy, f"k{k}_n10"))
+        start = start if curriculum else None
         if n <= 10:
             row = row_for(k, n, {}, args.iterations, f"k{k}_n{n}", start)
         else:
@@ -135,7 +144,7 @@ def main() -> None:
         done.add((k, n))
         if n > 10 and args.iterations_fine > 0:
             first = row
-            start = (f"k={k} n={n}", args.run_root / f"k{k}_n{n}")
+            start = (f"k={k} n={n}", args.run_root / rl2_run_name(args.policy, f"k{k}_n{n}"))
             row = row_for(k, n, FINE, args.iterations_fine, f"k{k}_n{n}_fine", start)
             row |= {
                 "init_from": first["init_from"],

@@ -15,11 +15,20 @@ samples). `--from-scratch` turns this off.
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import print_table, rl2_parser, train_rl2_row, write_json  # noqa: E402
+from common import (  # noqa: E402
+    SEQUENCE_POLICIES,
+    from_shorter_trials,
+    print_table,
+    rl2_parser,
+    rl2_run_name,
+    train_rl2_row,
+    write_json,
+)
 
 from fastadapt.bandit_baselines import mdp_baseline  # noqa: E402
 from fastadapt.config import RL2Config  # noqa: E402
@@ -47,9 +56,9 @@ def main() -> None:
     trained: set[Path] = set()  # runs trained anew here: what starts from them is never reused
     previous: tuple[int, Path] | None = None  # (n, run directory) of the last setting
     for n in (int(x) for x in args.settings.split(",")):
-        shorter = previous is not None and previous[0] < n and not args.from_scratch
+        shorter = previous is not None and previous[0] < n and from_shorter_trials(args)
         start = (f"n={previous[0]}", previous[1]) if shorter else None
-        run_dir = args.run_root / f"n{n}"
+        run_dir = args.run_root / rl2_run_name(args.policy, f"n{n}")
         cfg = RL2Config(
             env="TabularMDP-v0",
             episodes_per_task=n,
@@ -62,7 +71,7 @@ def main() -> None:
         )
         row = {"n": n}
         row |= train_rl2_row(
-            cfg,
+            replace(cfg, **SEQUENCE_POLICIES[args.policy]),
             run_dir,
             args.eval_tasks,
             PAPER.get(n),

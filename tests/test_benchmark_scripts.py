@@ -41,6 +41,13 @@ def test_bandit_benchmark_reuses_only_runs_whose_start_was_not_retrained(tmp_pat
     )
     assert changed[0]["reused"] and not changed[1]["reused"]
     assert changed[1]["iterations"] == 3
+    # a Transformer: its own runs, every setting from scratch
+    tf = run_bandits(tmp_path, monkeypatch, *stages, "--policy", "transformer", "--reuse")
+    assert [(r["policy"], r["init_from"], r["reused"]) for r in tf] == [
+        ("transformer", "scratch", False),
+        ("transformer", "scratch", False),
+    ]
+    assert (tmp_path / "runs" / "transformer_k2_n12_fine").is_dir()
 
 
 def test_transformer_sampling_benchmark_compares_equal_outputs(tmp_path, monkeypatch):
