@@ -3,12 +3,12 @@ sampling, random play and (for n <= 20) the Bayes-optimal policy computed on the
 
     python benchmarks/rl2_bandits.py --out runs/bench_rl2_bandits.json [--settings 5x10,5x100]
 
-For each (k, n): train RL² (GRU) on trials of n pulls, then report the mean total reward over n
-pulls on 10000 held-out bandits (at n = 10 the standard error is about 0.02; with 1000 bandits it
-was 0.07, as large as the gaps being measured). Writes {"results": [{"k", "n", "rl2",
+For each (k, n): train RL² (a GRU, or `--policy`) on trials of n pulls, then report the mean total
+reward over n pulls on 10000 held-out bandits (at n = 10 the standard error is about 0.02; with 1000
+bandits it was 0.07, as large as the gaps being measured). Writes {"results": [{"k", "n", "rl2",
 "rl2_greedy", "paper", "ucb1", "thompson", "random", "bayes", "bayes_exact", ...}]}: ``bayes`` is
-the Bayes-optimal policy played on the same bandits, ``bayes_exact`` its expected total reward
-under the prior (exact dynamic programming; null when n > 20, where that is intractable).
+the Bayes-optimal policy played on the same bandits, ``bayes_exact`` its expected total reward under
+the prior (exact dynamic programming; null when n > 20, where that is intractable).
 
 A long setting (n = 100) starts from the model of the same k's n = 10 setting when this run trained
 one (`init_from`, a curriculum over trial length; the paper trained every setting from scratch, with

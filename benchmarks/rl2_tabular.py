@@ -3,9 +3,10 @@ greedy planning on the posterior mean MDP and random play, computed on the same 
 
     python benchmarks/rl2_tabular.py --out runs/bench_rl2_tabular.json [--iterations 400]
 
-For each n (episodes of 10 steps per trial): train RL² (GRU), report the mean total reward over the
-n episodes on 500 held-out MDPs (`rl2` sampling its actions, `rl2_greedy` taking the most likely
-one). Writes {"results": [{"n", "rl2", "rl2_greedy", "paper", "psrl", "greedy", "random", ...}]}.
+For each n (episodes of 10 steps per trial): train RL² (a GRU, or `--policy`), report the mean total
+reward over the n episodes on 500 held-out MDPs (`rl2` sampling its actions, `rl2_greedy` taking the
+most likely one). Writes {"results": [{"n", "rl2", "rl2_greedy", "paper", "psrl", "greedy",
+"random", ...}]}.
 
 A longer setting starts from the model of the previous, shorter one when this run trained it
 (`init_from`, a curriculum over trial length; the paper trained each from scratch, with far more
