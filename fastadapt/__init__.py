@@ -7,7 +7,7 @@ API (``Agent.load(run).adapt(env).act(obs)``).
 """
 
 from fastadapt import tasks
-from fastadapt.agent import Agent
+from fastadapt.agent import Agent, TrialAgent
 from fastadapt.config import EvalConfig, MAMLConfig, ProMPConfig, ReptileConfig, RL2Config
 from fastadapt.evaluation import evaluate_learner
 from fastadapt.learners.maml import MAML
@@ -25,6 +25,7 @@ __all__ = [
     "MAML",
     "RL2",
     "Agent",
+    "TrialAgent",
     "Episodes",
     "EvalConfig",
     "MAMLConfig",

@@ -33,7 +33,7 @@ class Agent:
         if not hasattr(learner, "meta_params"):
             raise ConfigError(
                 f"Agent adapts gradient-based learners; a {learner.name} run adapts within a trial "
-                "(use fastadapt.learners.rl2.collect_trials, or `fastadapt evaluate`)"
+                "(load it with TrialAgent)"
             )
         self.learner = learner
         self.family = learner.family
@@ -133,3 +133,113 @@ class Agent:
         if isinstance(self.family.action_space, gym.spaces.Discrete):
             return int(a[0]) if single else a
         return a[0] if single else a
+
+
+class TrialAgent:
+    """A meta-trained RL² policy as a product: it adapts without gradients, in its memory of the
+    trial so far. :meth:`reset` starts a trial (a new task); then :meth:`act` on each observation
+    and :meth:`observe` each step's outcome, or :meth:`play` whole episodes of a Gymnasium env.
+
+        agent = TrialAgent.load("runs/bandits")
+        env = gym.make("fastadapt/Bandit-v0", task={"arm_probs": [0.2, 0.9, 0.5, 0.1, 0.4]})
+        returns = agent.play(env, episodes=100)  # one trial: the return of each episode
+    """
+
+    def __init__(self, learner: Any, seed: int = 0) -> None:
+        from fastadapt.sequence_policies import SequencePolicy
+
+        if not isinstance(getattr(learner, "policy", None), SequencePolicy):
+            raise ConfigError(
+                f"TrialAgent runs RL² policies; a {learner.name} run adapts by gradient steps "
+                "(load it with Agent)"
+            )
+        self.learner = learner
+        self.family = learner.family
+        self.policy = learner.policy.eval()
+        self.device = learner.device
+        self.horizon = self.family.horizon
+        self.trial_episodes = learner.config.episodes_per_task
+        self._discrete = isinstance(self.family.action_space, gym.spaces.Discrete)
+        self._gen = torch.Generator(device=self.device).manual_seed(seed)
+        self.reset()
+
+    @classmethod
+    def load(cls, path: str | Path, seed: int = 0) -> TrialAgent:
+        """Load an RL² run directory (its final model or newest checkpoint) or checkpoint file;
+        ``seed`` seeds the sampling of actions."""
+        from fastadapt.train import load_learner
+
+        return cls(load_learner(path), seed)
+
+    def reset(self) -> None:
+        """Start a new trial: forget everything seen (the state the policy was trained from)."""
+        A = self.policy.action_dim
+        self._state = self.policy.initial_state(1, self.device)
+        self._prev = torch.zeros(1, A + 2, device=self.device)  # action, reward, done
+        self._action: torch.Tensor | None = None
+        self.episode, self.step_in_episode = 0, 0
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray | int:
+        """The action for ``obs``, given the trial so far; call :meth:`observe` before the next.
+        Sampling (the default) is how the policy was trained to explore."""
+        x = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=self.device).reshape(1, -1)
+        if x.shape[1] != self.policy.obs_dim:
+            raise SpaceError(
+                f"observation of shape {np.shape(obs)}; expected ({self.policy.obs_dim},)"
+            )
+        if self._action is not None:
+            raise ConfigError("act() twice without observe(): report each step's outcome")
+        parts = [x, self._prev]
+        if self.policy.time_inputs:
+            clock = [self.step_in_episode / self.horizon, self.episode / self.trial_episodes]
+            parts.append(torch.tensor([clock], device=self.device))
+        dist, _, self._state = self.policy.step(torch.cat(parts, 1), self._state)
+        ops = self.policy.dist_ops
+        self._action = ops.mode(dist) if deterministic else ops.sample(dist, self._gen)
+        a = to_env_action(self.family.action_space, self._action.cpu().numpy())
+        return int(a[0]) if self._discrete else a[0]
+
+    def observe(self, reward: float, terminated: bool, truncated: bool = False) -> None:
+        """The outcome of the last action: its reward and whether the episode ended. The trial
+        (and the policy's memory) goes on across episodes until :meth:`reset`."""
+        if self._action is None:
+            raise ConfigError("observe() without act(): there is no action to report on")
+        a = self._action.float()
+        if self._discrete:
+            a = torch.nn.functional.one_hot(self._action, self.policy.action_dim).float()
+        done = bool(terminated or truncated)
+        r = torch.tensor([[float(reward), float(done)]], device=self.device)
+        self._prev = torch.cat([a.reshape(1, -1), r], 1)
+        self._action = None
+        self.step_in_episode = 0 if done else self.step_in_episode + 1
+        self.episode += int(done)
+
+    def play(
+        self, env: gym.Env, episodes: int | None = None, seed: int = 0, deterministic: bool = False
+    ) -> list[float]:
+        """Run ``episodes`` episodes (default: the trial length it was trained on) of ``env`` as
+        one new trial, each at most the family's horizon long; returns each episode's return."""
+        if (
+            env.observation_space.shape != (self.policy.obs_dim,)
+            or env.action_space != self.family.action_space
+        ):
+            raise SpaceError(
+                f"environment spaces {env.observation_space} / {env.action_space} do not match "
+                f"the agent's ({self.family.id}): {self.family.observation_space} / "
+                f"{self.family.action_space}"
+            )
+        self.reset()
+        returns = []
+        for k in range(self.trial_episodes if episodes is None else episodes):
+            obs, _ = env.reset(seed=derive_seed(seed, 13, k))
+            total = 0.0
+            for t in range(self.horizon):
+                obs, r, terminated, truncated, _ = env.step(self.act(obs, deterministic))
+                total += float(r)
+                truncated = truncated or t == self.horizon - 1
+                self.observe(float(r), terminated, truncated)
+                if terminated or truncated:
+                    break
+            returns.append(total)
+        return returns

@@ -138,35 +138,48 @@ def cmd_adapt(argv: list[str]) -> None:
         run_dir: tyro.conf.Positional[Path],
         task: str = "",
         steps: int = 3,
-        episodes: int = 20,
+        episodes: int | None = None,
         lr: tuple[float, ...] = (),
         seed: int = 0,
         batch_unit: Literal["episodes", "steps"] = "episodes",
     ) -> None:
-        """Adapt a trained agent to one task and print its return before and after each step.
+        """Adapt a trained agent to one task and print its return before and after each step (an
+        RL² run: play one trial on the task and print each episode's return).
 
         Args:
             run_dir: a trained run (or a checkpoint file).
             task: the task as a JSON object of its fields; empty means the family's default task.
-            steps: adaptation steps.
-            episodes: episodes per step.
+            steps: adaptation steps (not for RL², which adapts within the trial).
+            episodes: episodes per step (default 20); for RL², the trial's episodes (default: the
+                trial length it was trained on).
             lr: inner learning rate(s); empty means the run's own.
             seed: sampling seed.
             batch_unit: 'episodes' (exactly that many per step) or 'steps' (whole episodes up to
                 episodes x horizon steps per step).
         """
-        from fastadapt.agent import Agent
+        import gymnasium as gym
 
-        agent = Agent.load(run_dir)
+        from fastadapt.agent import Agent, TrialAgent
+        from fastadapt.train import load_learner
+
+        learner = load_learner(run_dir)
+        family = learner.family
         if task:
             try:
                 target = json.loads(task)
             except json.JSONDecodeError as e:
                 raise ConfigError(f"--task is not valid JSON ({e}): {task!r}") from None
         else:
-            target = agent.family.default_task()
-        returns = agent.adapt(
-            target, steps=steps, episodes=episodes, lr=lr or None, seed=seed, unit=batch_unit
+            target = family.default_task()
+        if learner.name == "rl2":  # no gradient steps: one trial, the policy adapts as it goes
+            env = gym.make(f"fastadapt/{family.id}", task=family.validate_task(target))
+            returns = TrialAgent(learner, seed).play(env, episodes, seed=seed)
+            for k, r in enumerate(returns):
+                print(f"episode {k + 1} of the trial: return {r:.3f}")
+            print(f"total over the trial: {sum(returns):.3f}")
+            return
+        returns = Agent(learner).adapt(
+            target, steps=steps, episodes=episodes or 20, lr=lr or None, seed=seed, unit=batch_unit
         )
         for k, r in enumerate(returns):
             print(f"after {k} step{'s' if k != 1 else ''}: average return {r:.3f}")

@@ -4,7 +4,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from fastadapt.agent import Agent
+from fastadapt.agent import Agent, TrialAgent
 from fastadapt.cli import main
 from fastadapt.errors import SpaceError
 
@@ -222,6 +222,10 @@ def test_rl2_through_the_cli(tmp_path, capsys):
     assert "trials of 4 episodes" in (run / "report.md").read_text()
     with pytest.raises(Exception, match="adapts within a trial"):
         Agent.load(run)
+    # `adapt` plays one trial on the task: the return of each episode, and the total
+    assert main(["adapt", str(run), "--task", '{"arm_probs": [0.1, 0.2, 0.9, 0.3, 0.4]}']) == 0
+    out = capsys.readouterr().out
+    assert "episode 4 of the trial" in out and "episode 5" not in out and "total over" in out
     # a longer-trial run that starts from this one's parameters
     warm = tmp_path / "warm"
     args = ["train", "rl2", "--env", "Bandit-v0", "--episodes-per-task", "8"]
@@ -231,3 +235,54 @@ def test_rl2_through_the_cli(tmp_path, capsys):
     assert f"init_from: {run}" in (warm / "config.yaml").read_text()
     assert main([*args, "--hidden-size", "8", "--overwrite"]) != 0
     assert "tensor 'param.core.weight_ih_l0' has shape" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind, clock", [("gru", False), ("transformer", False), ("gru", True)])
+def test_trial_agent_sees_what_the_trained_policy_saw(kind, clock):
+
+    from fastadapt.config import RL2Config
+    from fastadapt.learners.rl2 import RL2, collect_trials
+    from fastadapt.tasks import sample_tasks
+
+    cfg = RL2Config(
+        env="TabularMDP-v0",
+        episodes_per_task=3,
+        policy=kind,
+        hidden_size=16,
+        heads=2,
+        time_inputs=clock,
+    )
+    learner = RL2(cfg)
+    tasks = sample_tasks(learner.family, 2, seed=0)
+    trials = collect_trials(learner.family, learner.policy, tasks, 3, seed=1, deterministic=True)
+    agent = TrialAgent(learner)
+    obs_dim, A = learner.policy.obs_dim, learner.policy.action_dim
+    for b in range(2):  # replay each trial through the agent: the same inputs, the same actions
+        agent.reset()
+        L = int(trials.mask[b].sum())
+        for t in range(L):
+            assert agent.act(trials.inputs[b, t, :obs_dim].numpy(), deterministic=True) == int(
+                trials.actions[b, t]
+            )
+            done = bool(trials.inputs[b, t + 1, obs_dim + A + 1]) if t + 1 < L else True
+            agent.observe(float(trials.rewards[b, t]), done)
+        assert agent.episode == 3
+    # a trial of a Gymnasium env of the family, then misuse
+    env = gym.make("fastadapt/TabularMDP-v0", task=tasks[0])
+    assert len(agent.play(env, episodes=2)) == 2 and agent.episode == 2
+    assert len(agent.play(env)) == 3  # the trial length it was trained on
+    obs, _ = env.reset(seed=0)
+    if kind == "transformer":  # its positions end with the trial it was trained on
+        with pytest.raises(Exception, match="exceeds the transformer's max_len 30"):
+            agent.act(obs)
+    agent.reset()
+    agent.act(obs)
+    with pytest.raises(Exception, match="act\\(\\) twice"):
+        agent.act(obs)
+    agent.observe(0.0, False)
+    with pytest.raises(Exception, match="observe\\(\\) without act"):
+        agent.observe(0.0, False)
+    with pytest.raises(SpaceError, match="observation of shape"):
+        agent.act(np.zeros(3, np.float32))
+    with pytest.raises(SpaceError, match="do not match"):
+        agent.play(gym.make("CartPole-v1"))
