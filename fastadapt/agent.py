@@ -25,6 +25,16 @@ from fastadapt.tasks.core import FamilyEnv, derive_seed
 from fastadapt.tasks.gym_adapter import GymTaskFamily
 
 
+def check_env_spaces(env: gym.Env, family: Any, obs_dim: int) -> None:
+    """Raise :class:`SpaceError` unless ``env`` has the observation shape and action space of the
+    family the agent was trained on."""
+    if env.observation_space.shape != (obs_dim,) or env.action_space != family.action_space:
+        raise SpaceError(
+            f"environment spaces {env.observation_space} / {env.action_space} do not match the "
+            f"agent's ({family.id}): {family.observation_space} / {family.action_space}"
+        )
+
+
 class Agent:
     """A meta-trained policy plus its adaptation rule. ``params`` are the current (meta or adapted)
     parameters."""
@@ -59,15 +69,7 @@ class Agent:
             inner = target.unwrapped
             if isinstance(inner, FamilyEnv) and inner.family.id == self.family.id:
                 return self.family, inner.task
-            if (
-                target.observation_space.shape != (self.policy.obs_dim,)
-                or target.action_space != self.family.action_space
-            ):
-                raise SpaceError(
-                    f"environment spaces {target.observation_space} / {target.action_space} do not "
-                    f"match the agent's ({self.family.id}): {self.family.observation_space} / "
-                    f"{self.family.action_space}"
-                )
+            check_env_spaces(target, self.family, self.policy.obs_dim)
             horizon = target.spec.max_episode_steps if target.spec else None
             family = GymTaskFamily(
                 "user-env",
@@ -220,15 +222,7 @@ class TrialAgent:
     ) -> list[float]:
         """Run ``episodes`` episodes (default: the trial length it was trained on) of ``env`` as
         one new trial, each at most the family's horizon long; returns each episode's return."""
-        if (
-            env.observation_space.shape != (self.policy.obs_dim,)
-            or env.action_space != self.family.action_space
-        ):
-            raise SpaceError(
-                f"environment spaces {env.observation_space} / {env.action_space} do not match "
-                f"the agent's ({self.family.id}): {self.family.observation_space} / "
-                f"{self.family.action_space}"
-            )
+        check_env_spaces(env, self.family, self.policy.obs_dim)
         self.reset()
         returns = []
         for k in range(self.trial_episodes if episodes is None else episodes):
