@@ -32,13 +32,26 @@ def bandit_baseline(
     """Total reward over ``pulls`` pulls of ``random``, ``ucb1``, ``thompson`` or ``bayes`` (the
     Bayes-optimal policy, ``pulls <= MAX_BAYES_PULLS``) on each task. UCB1 pulls every arm once,
     then the arm maximizing ``mean + ucb_c * sqrt(ln t / count)`` (``sqrt(2)``: Auer et al.)."""
+    return bandit_play(name, family, tasks, pulls, seed, ucb_c)[1].sum(1)
+
+
+def bandit_play(
+    name: str,
+    family: Bandit,
+    tasks: Sequence[BanditTask],
+    pulls: int,
+    seed: int,
+    ucb_c: float = sqrt(2),
+) -> tuple[np.ndarray, np.ndarray]:
+    """The arms ``name`` pulls and the rewards it gets, each ``[tasks, pulls]`` (the baselines of
+    :func:`bandit_baseline`)."""
     rng = np.random.default_rng(seed)
     p = np.array([t.arm_probs for t in tasks])
     n, k = p.shape
     if name == "bayes":
         q = _bayes_q(k, pulls)
     counts, wins = np.zeros((n, k)), np.zeros((n, k))
-    total = np.zeros(n)
+    arms, rewards = np.zeros((n, pulls), dtype=np.int64), np.zeros((n, pulls))
     rows = np.arange(n)
     for t in range(pulls):
         if name == "random":
@@ -57,8 +70,8 @@ def bandit_baseline(
         r = (rng.random(n) < p[rows, a]).astype(float)
         counts[rows, a] += 1
         wins[rows, a] += r
-        total += r
-    return total
+        arms[:, t], rewards[:, t] = a, r
+    return arms, rewards
 
 
 UCB_GRID = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0, sqrt(2))

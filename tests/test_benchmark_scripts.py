@@ -41,6 +41,29 @@ def test_bandit_benchmark_reuses_only_runs_whose_start_was_not_retrained(tmp_pat
     )
     assert changed[0]["reused"] and not changed[1]["reused"]
     assert changed[1]["iterations"] == 3
+    # where the reward goes: the regret script plays the same bandits as the benchmark's rl2 figure
+    script = SCRIPT.parent / "bandit_regret.py"
+    out = tmp_path / "regret.json"
+    run = tmp_path / "runs" / "k2_n12_fine"
+    argv = [
+        str(script),
+        str(run),
+        "--tasks",
+        "20",
+        "--window",
+        "4",
+        "--late",
+        "3",
+        "--out",
+        str(out),
+    ]
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(str(script), run_name="__main__")
+    rl2, ucb1, thompson = json.loads(out.read_text())["results"]
+    assert rl2["total"] == pytest.approx(changed[1]["rl2"])
+    assert ucb1["total"] == pytest.approx(changed[1]["ucb1_tuned"])
+    assert thompson["total"] == pytest.approx(changed[1]["thompson"])
+    assert len(rl2["regret_by_window"]) == 3 and 0 <= rl2["best_arm_late"] <= 1
     # a Transformer: its own runs, every setting from scratch
     tf = run_bandits(tmp_path, monkeypatch, *stages, "--policy", "transformer", "--reuse")
     assert [(r["policy"], r["init_from"], r["reused"]) for r in tf] == [
