@@ -6,7 +6,8 @@ sampling, on the same held-out bandits.
 For each RL² run (trained on Bandit-v0) and the baselines: the total reward over the run's trial
 length (the same bandits and seeds as the RL² benchmark's `rl2` figure), the expected regret
 (best arm's probability minus the pulled arm's) summed over each window of `--window` pulls, and
-how often the best arm is pulled in the last `--late` pulls. Writes ``{"results": [{"method",
+how often the best arm is pulled in the last `--late` pulls. `--greedy`: RL² takes its most likely
+action (the benchmark's `rl2_greedy`). Writes ``{"results": [{"method",
 "total", "regret_by_window", "best_arm_late"}, ...]}``.
 """
 
@@ -49,6 +50,7 @@ def main() -> None:
     p.add_argument("--tasks", type=int, default=10000, help="held-out bandits")
     p.add_argument("--window", type=int, default=10, help="pulls per regret window")
     p.add_argument("--late", type=int, default=20, help="the last pulls best_arm_late counts")
+    p.add_argument("--greedy", action="store_true", help="RL² takes its most likely action")
     args = p.parse_args()
     torch.set_num_threads(min(2, torch.get_num_threads()))
     results, baselines_of, trial_length = [], set(), {}
@@ -63,9 +65,12 @@ def main() -> None:
             )
         tasks = sample_tasks(family, args.tasks, learner.config.seed, split="test")
         probs = np.array([t.arm_probs for t in tasks])
-        trials = collect_trials(family, learner.policy, tasks, n, derive_seed(1000, 7))
+        trials = collect_trials(
+            family, learner.policy, tasks, n, derive_seed(1000, 7), deterministic=args.greedy
+        )
         arms, rewards = trials.actions.numpy(), trials.rewards.numpy()
-        results.append(summary(f"rl2 {run.name}", probs, arms, rewards, args))
+        label = f"rl2{' greedy' if args.greedy else ''} {run.parent.name}/{run.name}"
+        results.append(summary(label, probs, arms, rewards, args))
         if (family.k, n, learner.config.seed) in baselines_of:
             continue
         baselines_of.add((family.k, n, learner.config.seed))
