@@ -175,9 +175,10 @@ class TrialAgent:
 
     def reset(self) -> None:
         """Start a new trial: forget everything seen (the state the policy was trained from)."""
-        A = self.policy.action_dim
         self._state = self.policy.initial_state(1, self.device)
-        self._prev = torch.zeros(1, A + 2, device=self.device)  # action, reward, done
+        zero = torch.zeros(1, device=self.device)
+        # the previous step's action (encoded), reward and done flag
+        self._prev = (torch.zeros(1, self.policy.action_dim, device=self.device), zero, zero)
         self._action: torch.Tensor | None = None
         self.episode, self.step_in_episode = 0, 0
 
@@ -192,11 +193,9 @@ class TrialAgent:
             )
         if self._action is not None:
             raise ConfigError("act() twice without observe(): report each step's outcome")
-        parts = [x, self._prev]
-        if self.policy.time_inputs:
-            clock = [self.step_in_episode / self.horizon, self.episode / self.trial_episodes]
-            parts.append(torch.tensor([clock], device=self.device))
-        dist, _, self._state = self.policy.step(torch.cat(parts, 1), self._state)
+        clock = (self.step_in_episode / self.horizon, self.episode / self.trial_episodes)
+        x = self.policy.step_input(x, *self._prev, clock)
+        dist, _, self._state = self.policy.step(x, self._state)
         ops = self.policy.dist_ops
         self._action = ops.mode(dist) if deterministic else ops.sample(dist, self._gen)
         a = to_env_action(self.family.action_space, self._action.cpu().numpy())
@@ -207,12 +206,9 @@ class TrialAgent:
         (and the policy's memory) goes on across episodes until :meth:`reset`."""
         if self._action is None:
             raise ConfigError("observe() without act(): there is no action to report on")
-        a = self._action.float()
-        if self._discrete:
-            a = torch.nn.functional.one_hot(self._action, self.policy.action_dim).float()
         done = bool(terminated or truncated)
-        r = torch.tensor([[float(reward), float(done)]], device=self.device)
-        self._prev = torch.cat([a.reshape(1, -1), r], 1)
+        r, d = (torch.tensor([float(x)], device=self.device) for x in (reward, done))
+        self._prev = (self.policy.encode_action(self._action).reshape(1, -1), r, d)
         self._action = None
         self.step_in_episode = 0 if done else self.step_in_episode + 1
         self.episode += int(done)

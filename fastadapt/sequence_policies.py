@@ -96,6 +96,29 @@ class SequencePolicy(nn.Module):
         """Width of one step's input."""
         return rl2_input_dim(self.obs_dim, self.action_dim, self.time_inputs)
 
+    def encode_action(self, action: torch.Tensor) -> torch.Tensor:
+        """An action as the next step's input sees it, ``[B, action_dim]``: one-hot if discrete."""
+        if self.discrete:
+            return nn.functional.one_hot(action.long(), self.action_dim).float()
+        return action.float()
+
+    def step_input(
+        self,
+        obs: torch.Tensor,
+        prev_action: torch.Tensor,
+        prev_reward: torch.Tensor,
+        prev_done: torch.Tensor,
+        clock: tuple[float, float],
+    ) -> torch.Tensor:
+        """One step's input ``[B, input_dim]`` from ``obs [B, obs_dim]``, the previous action
+        (:meth:`encode_action`; zeros at a trial's start), reward and done flag ``[B]``, and
+        ``clock = (step within the episode / horizon, episode / episodes)`` (read only with
+        ``time_inputs``): what the policy sees, when sampling trials and when acting."""
+        parts = [obs, prev_action, prev_reward[:, None], prev_done[:, None].float()]
+        if self.time_inputs:
+            parts.append(torch.tensor([clock], device=obs.device).expand(obs.shape[0], 2))
+        return torch.cat(parts, 1)
+
     # ---- the core -------------------------------------------------------------------------------
 
     def initial_state(self, batch: int, device: torch.device | str = "cpu") -> Any:

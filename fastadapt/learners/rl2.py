@@ -93,10 +93,8 @@ def collect_trials(
         obs = env.reset()
         alive = torch.ones(B, dtype=torch.bool, device=device)
         for t in range(H):
-            parts = [torch.as_tensor(obs, device=device), prev_a, prev_r[:, None], prev_d[:, None]]
-            if policy.time_inputs:  # the clock: step within the episode, episode within the trial
-                parts.append(torch.tensor([[t / H, j / episodes]], device=device).expand(B, 2))
-            x = torch.cat(parts, dim=1)
+            obs_t = torch.as_tensor(obs, device=device)
+            x = policy.step_input(obs_t, prev_a, prev_r, prev_d, (t / H, j / episodes))
             inputs[rows[alive], pos[alive]] = x[alive]
             dist, v, new_state = policy.step(x, state)
             state = select_state(new_state, state, alive)
@@ -112,8 +110,7 @@ def collect_trials(
             mask[rows[alive], pos[alive]] = 1.0
             ep_returns[:, j] += r_t * alive
             ended = alive & torch.as_tensor(np.asarray(term) | np.asarray(trunc), device=device)
-            onehot = nn.functional.one_hot(a, A).float() if discrete else a
-            prev_a = torch.where(alive[:, None], onehot, prev_a)
+            prev_a = torch.where(alive[:, None], policy.encode_action(a), prev_a)
             prev_r = torch.where(alive, r_t, prev_r)
             prev_d = torch.where(alive, ended.float(), prev_d)
             pos = pos + alive.long()
