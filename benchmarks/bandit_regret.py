@@ -20,12 +20,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import parser, print_table, write_json  # noqa: E402
+from common import parser, print_table, ucb1_constant, write_json  # noqa: E402
 
-from fastadapt.bandit_baselines import bandit_play, tune_ucb1  # noqa: E402
-from fastadapt.learners.rl2 import collect_trials  # noqa: E402
-from fastadapt.tasks import sample_tasks  # noqa: E402
-from fastadapt.tasks.core import derive_seed  # noqa: E402
+from fastadapt.bandit_baselines import bandit_play  # noqa: E402
+from fastadapt.learners.rl2 import evaluation_trials  # noqa: E402
 from fastadapt.train import load_learner  # noqa: E402
 
 
@@ -63,18 +61,15 @@ def main() -> None:
             raise SystemExit(
                 f"{run} plays {n} pulls, the first run {trial_length['n']}: compare one n"
             )
-        tasks = sample_tasks(family, args.tasks, learner.config.seed, split="test")
+        tasks, trials = evaluation_trials(learner, args.tasks, deterministic=args.greedy)
         probs = np.array([t.arm_probs for t in tasks])
-        trials = collect_trials(
-            family, learner.policy, tasks, n, derive_seed(1000, 7), deterministic=args.greedy
-        )
         arms, rewards = trials.actions.numpy(), trials.rewards.numpy()
         label = f"rl2{' greedy' if args.greedy else ''} {run.parent.name}/{run.name}"
         results.append(summary(label, probs, arms, rewards, args))
         if (family.k, n, learner.config.seed) in baselines_of:
             continue
         baselines_of.add((family.k, n, learner.config.seed))
-        c = tune_ucb1(family, sample_tasks(family, 2000, seed=0), n, seed=2)
+        c = ucb1_constant(family.k, n)
         for name, kw in (
             (f"ucb1 c={c} (k={family.k})", {"ucb_c": c}),
             (f"thompson (k={family.k})", {}),

@@ -9,6 +9,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,19 @@ def train_and_evaluate(
     rows = read_metrics(run_dir)
     result = evaluate_learner(learner, ev, run_dir, progress=progress)
     return learner, result, rows, train_s
+
+
+UCB_TUNING_TASKS = 2000  # training bandits the UCB1 constant is chosen on
+
+
+@cache
+def ucb1_constant(k: int, n: int) -> float:
+    """UCB1's exploration constant tuned for n pulls of k arms on training bandits."""
+    from fastadapt.bandit_baselines import tune_ucb1
+    from fastadapt.tasks import Bandit, sample_tasks
+
+    family = Bandit(k=k)
+    return tune_ucb1(family, sample_tasks(family, UCB_TUNING_TASKS, seed=0), n, seed=2)
 
 
 # RL2Config fields per --policy; a setting's own fields (its learning rate) come after these

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import replace
-from functools import cache, partial
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -37,6 +37,7 @@ from common import (  # noqa: E402
     rl2_parser,
     rl2_run_name,
     train_rl2_row,
+    ucb1_constant,
     write_json,
 )
 
@@ -44,17 +45,9 @@ from fastadapt.bandit_baselines import (  # noqa: E402
     MAX_BAYES_PULLS,
     bandit_baseline,
     bayes_optimal_value,
-    tune_ucb1,
 )
 from fastadapt.config import RL2Config  # noqa: E402
-from fastadapt.tasks import Bandit, BanditTask, sample_tasks  # noqa: E402
-
-
-@cache
-def ucb1_constant(k: int, n: int) -> float:
-    """UCB1's exploration constant tuned for n pulls of k arms on training bandits."""
-    family = Bandit(k=k)
-    return tune_ucb1(family, sample_tasks(family, UCB_TUNING_TASKS, seed=0), n, seed=2)
+from fastadapt.tasks import Bandit, BanditTask  # noqa: E402
 
 
 def ucb1_tuned(family: Bandit, tasks: list[BanditTask], n: int) -> object:
@@ -69,7 +62,6 @@ PAPER = {(5, 10): 6.7, (5, 100): 78.7, (10, 10): 6.7, (10, 100): 83.5}
 LONG = {"gae_lambda": 0.9, "lr_schedule": "linear", "entropy_coef": 0.03}
 # With --iterations-fine, long trials then train on from that model at a lower rate.
 FINE = LONG | {"lr": 3e-4}
-UCB_TUNING_TASKS = 2000  # training bandits the UCB1 constant is chosen on
 TABLE = {  # JSON key: column heading
     "k": "k",
     "n": "n",

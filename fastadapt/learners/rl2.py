@@ -254,13 +254,11 @@ class RL2(Checkpointable):
         }
 
 
-def evaluate_rl2(
+def evaluation_trials(
     learner: RL2, num_tasks: int = 100, seed: int = 1000, deterministic: bool = False
-) -> dict[str, Any]:
-    """Held-out tasks: the return of each episode within a trial (mean and 95% CI over tasks) and
-    the total reward per trial. Adaptation happens in the hidden state, without gradients."""
-    from fastadapt.evaluation import summarize
-    from fastadapt.tasks.core import sample_tasks, task_to_dict
+) -> tuple[list[Any], Trials]:
+    """The held-out tasks :func:`evaluate_rl2` plays and one trial on each (same seeds)."""
+    from fastadapt.tasks.core import sample_tasks
 
     lc = learner.config
     tasks = sample_tasks(learner.family, num_tasks, lc.seed, split="test")
@@ -273,6 +271,19 @@ def evaluate_rl2(
         learner.device,
         deterministic,
     )
+    return tasks, trials
+
+
+def evaluate_rl2(
+    learner: RL2, num_tasks: int = 100, seed: int = 1000, deterministic: bool = False
+) -> dict[str, Any]:
+    """Held-out tasks: the return of each episode within a trial (mean and 95% CI over tasks) and
+    the total reward per trial. Adaptation happens in the hidden state, without gradients."""
+    from fastadapt.evaluation import summarize
+    from fastadapt.tasks.core import task_to_dict
+
+    lc = learner.config
+    tasks, trials = evaluation_trials(learner, num_tasks, seed, deterministic)
     ep = trials.episode_returns.cpu().numpy()  # [tasks, episodes]
     from fastadapt.evaluation import mean_ci95
 
