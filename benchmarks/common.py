@@ -114,9 +114,18 @@ SEQUENCE_POLICIES: dict[str, dict[str, Any]] = {
 }
 
 
-def rl2_run_name(policy: str, setting: str) -> str:
-    """A run directory's name under --run-root: the GRU's runs keep the bare setting's name."""
-    return setting if policy == "gru" else f"{policy}_{setting}"
+def sequence_model(args: argparse.Namespace) -> dict[str, Any]:
+    """The RL2Config fields of ``--policy`` and ``--separate-critic``."""
+    return SEQUENCE_POLICIES[args.policy] | (
+        {"separate_critic": True} if args.separate_critic else {}
+    )
+
+
+def rl2_run_name(args: argparse.Namespace, setting: str) -> str:
+    """A run directory's name under --run-root: the shared-critic GRU's runs keep the bare
+    setting's name, others are prefixed (``transformer_``, ``sepcritic_``)."""
+    prefix = "" if args.policy == "gru" else f"{args.policy}_"
+    return ("sepcritic_" if args.separate_critic else "") + prefix + setting
 
 
 def from_shorter_trials(args: argparse.Namespace) -> bool:
@@ -135,6 +144,11 @@ def rl2_parser(description: str, eval_tasks: int, run_root: str) -> argparse.Arg
         help="the sequence model: gru (256 units), lstm (256) or transformer (2 layers of "
         "width 128, 4 heads, lr 5e-4); a transformer trains every setting from scratch (its "
         "position table is sized by the trial's length)",
+    )
+    p.add_argument(
+        "--separate-critic",
+        action="store_true",
+        help="give the critic its own sequence model (RL2Config.separate_critic)",
     )
     p.add_argument("--eval-tasks", type=int, default=eval_tasks)
     p.add_argument("--run-root", type=Path, default=Path(run_root))
@@ -243,6 +257,7 @@ def train_rl2_row(
         "rl2_greedy": greedy["total_reward"]["mean"],
         "paper": paper,
         "policy": cfg.policy,
+        "separate_critic": cfg.separate_critic,
     }
     for name, fn in baselines.items():
         row[name] = float(fn(learner.family, tasks, n).mean())

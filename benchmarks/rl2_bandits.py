@@ -31,11 +31,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
-    SEQUENCE_POLICIES,
     from_shorter_trials,
     print_table,
     rl2_parser,
     rl2_run_name,
+    sequence_model,
     train_rl2_row,
     ucb1_constant,
     write_json,
@@ -112,8 +112,8 @@ def main() -> None:
             if name != "bayes" or n <= MAX_BAYES_PULLS
         } | {"ucb1_tuned": ucb1_tuned}
         return train_rl2_row(
-            replace(cfg, **(SEQUENCE_POLICIES[args.policy] | stage)),
-            args.run_root / rl2_run_name(args.policy, run),
+            replace(cfg, **(sequence_model(args) | stage)),
+            args.run_root / rl2_run_name(args, run),
             args.eval_tasks,
             PAPER.get((k, n)),
             baselines,
@@ -127,7 +127,7 @@ def main() -> None:
     for setting in args.settings.split(","):
         k, n = (int(x) for x in setting.split("x"))
         curriculum = n > 10 and (k, 10) in done and from_shorter_trials(args)
-        start = (f"k={k} n=10", args.run_root / rl2_run_name(args.policy, f"k{k}_n10"))
+        start = (f"k={k} n=10", args.run_root / rl2_run_name(args, f"k{k}_n10"))
         start = start if curriculum else None
         if n <= 10:
             row = row_for(k, n, {}, args.iterations, f"k{k}_n{n}", start)
@@ -136,7 +136,7 @@ def main() -> None:
         done.add((k, n))
         if n > 10 and args.iterations_fine > 0:
             first = row
-            start = (f"k={k} n={n}", args.run_root / rl2_run_name(args.policy, f"k{k}_n{n}"))
+            start = (f"k={k} n={n}", args.run_root / rl2_run_name(args, f"k{k}_n{n}"))
             row = row_for(k, n, FINE, args.iterations_fine, f"k{k}_n{n}_fine", start)
             row |= {
                 "init_from": first["init_from"],

@@ -22,11 +22,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
-    SEQUENCE_POLICIES,
     from_shorter_trials,
     print_table,
     rl2_parser,
     rl2_run_name,
+    sequence_model,
     train_rl2_row,
     write_json,
 )
@@ -59,7 +59,7 @@ def main() -> None:
     for n in (int(x) for x in args.settings.split(",")):
         shorter = previous is not None and previous[0] < n and from_shorter_trials(args)
         start = (f"n={previous[0]}", previous[1]) if shorter else None
-        run_dir = args.run_root / rl2_run_name(args.policy, f"n{n}")
+        run_dir = args.run_root / rl2_run_name(args, f"n{n}")
         cfg = RL2Config(
             env="TabularMDP-v0",
             episodes_per_task=n,
@@ -72,7 +72,7 @@ def main() -> None:
         )
         row = {"n": n}
         row |= train_rl2_row(
-            replace(cfg, **SEQUENCE_POLICIES[args.policy]),
+            replace(cfg, **sequence_model(args)),
             run_dir,
             args.eval_tasks,
             PAPER.get(n),

@@ -240,6 +240,9 @@ class RL2Config(CommonConfig):
     time_inputs: bool = False
     """Also feed the policy a clock: the step within the episode and the episode within the trial,
     each as a fraction (the RL² paper's input has neither; the recurrent state must count)."""
+    separate_critic: bool = False
+    """Give the critic its own sequence model (same kind and size) instead of sharing the actor's,
+    so value-loss gradients do not shape the actor's memory (doubles the model)."""
     gamma: float = 0.99
     """Discount across the whole trial (episode ends do not stop it)."""
     gae_lambda: float = 0.3

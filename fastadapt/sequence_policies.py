@@ -6,7 +6,8 @@ step's action (one-hot if discrete), reward, and whether that step ended an epis
 episodes)``, both in [0, 1). The hidden state (for the Transformer, a cache of every layer's keys
 and values, so a step attends to the trial so far without recomputing it) runs across the episodes
 of one trial and starts fresh with each trial. Each policy has an actor head (categorical logits, or
-a Gaussian mean with a state-independent log-std) and a critic head.
+a Gaussian mean with a state-independent log-std) and a critic head, both on one sequence model or,
+with ``separate_critic``, each on its own (same kind and size; the state is then the pair).
 
 Shapes: ``inputs [B, L, input_dim]`` for a sequence, ``[B, input_dim]`` for one step.
 """
@@ -55,6 +56,7 @@ class SequencePolicy(nn.Module):
         max_len: int = 1024,
         init_log_std: float = 0.0,
         time_inputs: bool = False,
+        separate_critic: bool = False,
     ) -> None:
         super().__init__()
         if kind not in KINDS:
@@ -70,19 +72,11 @@ class SequencePolicy(nn.Module):
             kind,
         )
         self.hidden, self.max_len, self.time_inputs = hidden, max_len, time_inputs
-        in_dim = self.input_dim
-        if kind == "gru":
-            self.core: nn.Module = nn.GRU(in_dim, hidden, layers, batch_first=True)
-        elif kind == "lstm":
-            self.core = nn.LSTM(in_dim, hidden, layers, batch_first=True)
-        else:
-            self.embed = nn.Linear(in_dim, hidden)
-            self.pos = nn.Parameter(torch.zeros(max_len, hidden))
-            nn.init.normal_(self.pos, std=0.02)
-            layer = nn.TransformerEncoderLayer(
-                hidden, heads, 2 * hidden, dropout=0.0, batch_first=True, norm_first=True
-            )
-            self.core = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.separate_critic = separate_critic
+        # the streams' modules: the actor's (or the shared one) unprefixed, the critic's "critic_"
+        self.streams = ("", "critic_") if separate_critic else ("",)
+        for prefix in self.streams:
+            self._build_stream(prefix, layers, heads)
         self.actor = nn.Linear(hidden, action_dim)
         nn.init.orthogonal_(self.actor.weight, 0.01)
         nn.init.zeros_(self.actor.bias)
@@ -90,6 +84,25 @@ class SequencePolicy(nn.Module):
         self.log_std = None if discrete else nn.Parameter(torch.full((action_dim,), init_log_std))
         # the distribution arithmetic (log-prob summed over dims, KL, entropy) is the MLP policy's
         self.dist_ops = MLPPolicy(obs_dim, action_dim, discrete, hidden=(1,))
+
+    def _build_stream(self, prefix: str, layers: int, heads: int) -> None:
+        """The sequence model's modules, registered as ``{prefix}core`` (and for the Transformer
+        ``{prefix}embed``, ``{prefix}pos``)."""
+        in_dim, hidden = self.input_dim, self.hidden
+        if self.kind == "gru":
+            core: nn.Module = nn.GRU(in_dim, hidden, layers, batch_first=True)
+        elif self.kind == "lstm":
+            core = nn.LSTM(in_dim, hidden, layers, batch_first=True)
+        else:
+            setattr(self, prefix + "embed", nn.Linear(in_dim, hidden))
+            pos = nn.Parameter(torch.zeros(self.max_len, hidden))
+            nn.init.normal_(pos, std=0.02)
+            setattr(self, prefix + "pos", pos)
+            layer = nn.TransformerEncoderLayer(
+                hidden, heads, 2 * hidden, dropout=0.0, batch_first=True, norm_first=True
+            )
+            core = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        setattr(self, prefix + "core", core)
 
     @property
     def input_dim(self) -> int:
@@ -122,7 +135,12 @@ class SequencePolicy(nn.Module):
     # ---- the core -------------------------------------------------------------------------------
 
     def initial_state(self, batch: int, device: torch.device | str = "cpu") -> Any:
-        """A fresh state for ``batch`` trials (an empty key-value cache for the Transformer)."""
+        """A fresh state for ``batch`` trials (an empty key-value cache for the Transformer); with
+        ``separate_critic``, the pair ``(actor's, critic's)``."""
+        states = tuple(self._initial_stream_state(batch, device) for _ in self.streams)
+        return states if self.separate_critic else states[0]
+
+    def _initial_stream_state(self, batch: int, device: torch.device | str) -> Any:
         if self.kind == "transformer":
             heads = self.core.layers[0].self_attn.num_heads
             shape = (batch, heads, self.max_len, self.hidden // heads)
@@ -136,9 +154,14 @@ class SequencePolicy(nn.Module):
         h = torch.zeros(n_layers, batch, self.hidden, device=device)
         return (h, h.clone()) if self.kind == "lstm" else h
 
-    def features(self, inputs: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
-        """Core outputs ``[B, L, hidden]`` for a sequence, continuing from ``state`` (recurrent
-        policies; the Transformer reads whole trials here and continues one with :meth:`step`)."""
+    def features(
+        self, inputs: torch.Tensor, state: Any = None, stream: str = ""
+    ) -> tuple[torch.Tensor, Any]:
+        """Core outputs ``[B, L, hidden]`` of one stream (``""``: the actor's or the shared one;
+        ``"critic_"``: the separate critic's) for a sequence, continuing from that stream's
+        ``state`` (recurrent policies; the Transformer reads whole trials here and continues one
+        with :meth:`step`)."""
+        core = getattr(self, stream + "core")
         if self.kind == "transformer":
             if state is not None:
                 raise ValueError("a Transformer continues a trial one step at a time (step())")
@@ -147,14 +170,16 @@ class SequencePolicy(nn.Module):
                 raise ConfigError(
                     f"trial of {L} steps exceeds the transformer's max_len {self.max_len}"
                 )
-            x = self.embed(inputs) + self.pos[:L]
+            x = getattr(self, stream + "embed")(inputs) + getattr(self, stream + "pos")[:L]
             causal = torch.triu(torch.full((L, L), float("-inf"), device=x.device), diagonal=1)
-            return self.core(x, mask=causal), None
+            return core(x, mask=causal), None
         if state is None:
-            state = self.initial_state(inputs.shape[0], inputs.device)
-        return self.core(inputs, state)
+            state = self._initial_stream_state(inputs.shape[0], inputs.device)
+        return core(inputs, state)
 
-    def _attend_step(self, x: torch.Tensor, cache: KVCache) -> tuple[torch.Tensor, KVCache]:
+    def _attend_step(
+        self, x: torch.Tensor, cache: KVCache, stream: str = ""
+    ) -> tuple[torch.Tensor, KVCache]:
         """One step of the Transformer from its cache: the same arithmetic as the encoder layers
         (pre-norm attention and feed-forward blocks) for the new position only, attending to the
         cached keys and values of the trial's earlier steps. The cache's buffers are written in
@@ -167,11 +192,12 @@ class SequencePolicy(nn.Module):
             )
         B = x.shape[0]
         position = cache.valid[:, :t].sum(1)  # each trial's own step count (left-aligned)
-        h = self.embed(x) + self.pos[position]
+        h = getattr(self, stream + "embed")(x) + getattr(self, stream + "pos")[position]
         valid = cache.valid.clone()
         valid[:, t] = True
         keep = valid[:, None, None, : t + 1]
-        for layer, keys, values in zip(self.core.layers, cache.keys, cache.values, strict=True):
+        core = getattr(self, stream + "core")
+        for layer, keys, values in zip(core.layers, cache.keys, cache.values, strict=True):
             attn = layer.self_attn
             heads, d = attn.num_heads, self.hidden // attn.num_heads
             q, k, v = nn.functional.linear(
@@ -185,30 +211,40 @@ class SequencePolicy(nn.Module):
             h = h + layer.linear2(layer.activation(layer.linear1(layer.norm2(h))))
         return h, KVCache(cache.keys, cache.values, valid, t + 1)
 
-    def heads(self, feats: torch.Tensor) -> tuple[DistParams, torch.Tensor]:
-        """Action distribution and value from core outputs."""
+    def _step_features(self, x: torch.Tensor, state: Any, stream: str) -> tuple[torch.Tensor, Any]:
+        """One stream's core output ``[B, hidden]`` for one step ``[B, input_dim]``."""
+        if self.kind == "transformer":
+            return self._attend_step(x, state, stream)
+        feats, state = self.features(x.unsqueeze(1), state, stream)
+        return feats[:, 0], state
+
+    def heads(
+        self, feats: torch.Tensor, critic_feats: torch.Tensor | None = None
+    ) -> tuple[DistParams, torch.Tensor]:
+        """Action distribution and value from core outputs (the critic reads ``critic_feats``
+        when given: a separate critic's stream)."""
         loc = self.actor(feats)
         log_std = None if self.log_std is None else self.log_std.expand_as(loc)
-        return DistParams(loc, log_std), self.critic(feats).squeeze(-1)
+        value_feats = feats if critic_feats is None else critic_feats
+        return DistParams(loc, log_std), self.critic(value_feats).squeeze(-1)
+
+    def _run(self, fn: Any, x: torch.Tensor, state: Any):
+        """``(dist, values, new_state)`` from ``fn(x, stream_state, stream)`` on every stream."""
+        states = state if self.separate_critic else (state,)
+        if states is None:
+            states = (None,) * len(self.streams)
+        outs = [fn(x, s, stream) for s, stream in zip(states, self.streams, strict=True)]
+        dist, values = self.heads(*(f for f, _ in outs))
+        new = tuple(s for _, s in outs)
+        return dist, values, new if self.separate_critic else new[0]
 
     def forward(self, inputs: torch.Tensor, state: Any = None):
         """``(dist, values, new_state)`` for a sequence ``[B, L, input_dim]``."""
-        feats, state = self.features(inputs, state)
-        dist, values = self.heads(feats)
-        return dist, values, state
+        return self._run(self.features, inputs, state)
 
     def step(self, inputs: torch.Tensor, state: Any):
         """One step ``[B, input_dim]``: ``(dist, value, new_state)``."""
-        if self.kind == "transformer":
-            feats, state = self._attend_step(inputs, state)
-            dist, values = self.heads(feats)
-            return dist, values, state
-        dist, values, state = self.forward(inputs.unsqueeze(1), state)
-        return (
-            DistParams(dist.loc[:, 0], None if dist.log_std is None else dist.log_std[:, 0]),
-            values[:, 0],
-            state,
-        )
+        return self._run(self._step_features, inputs, state)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -238,4 +274,5 @@ def describe(policy: SequencePolicy) -> dict[str, Any]:
         "max_len": policy.max_len,
         # only when set, so checkpoints from before the option still match
         **({"time_inputs": True} if policy.time_inputs else {}),
+        **({"separate_critic": True} if policy.separate_critic else {}),
     }

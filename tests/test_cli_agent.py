@@ -237,8 +237,16 @@ def test_rl2_through_the_cli(tmp_path, capsys):
     assert "tensor 'param.core.weight_ih_l0' has shape" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("kind, clock", [("gru", False), ("transformer", False), ("gru", True)])
-def test_trial_agent_sees_what_the_trained_policy_saw(kind, clock):
+@pytest.mark.parametrize(
+    "kind, clock, separate",
+    [
+        ("gru", False, False),
+        ("transformer", False, False),
+        ("gru", True, False),
+        ("gru", False, True),
+    ],
+)
+def test_trial_agent_sees_what_the_trained_policy_saw(kind, clock, separate):
 
     from fastadapt.config import RL2Config
     from fastadapt.learners.rl2 import RL2, collect_trials
@@ -251,6 +259,7 @@ def test_trial_agent_sees_what_the_trained_policy_saw(kind, clock):
         hidden_size=16,
         heads=2,
         time_inputs=clock,
+        separate_critic=separate,
     )
     learner = RL2(cfg)
     tasks = sample_tasks(learner.family, 2, seed=0)

@@ -174,12 +174,17 @@ def test_transformer_is_causal():
     assert not torch.allclose(v1[:, 6:], v2[:, 6:])
 
 
-@pytest.mark.parametrize("kind", ["gru", "lstm", "transformer"])
-def test_rl2_step_by_step_equals_the_whole_trial(kind):
+@pytest.mark.parametrize(
+    "kind, separate",
+    [("gru", False), ("lstm", False), ("transformer", False), ("gru", True), ("transformer", True)],
+)
+def test_rl2_step_by_step_equals_the_whole_trial(kind, separate):
     # episodes of different lengths: trials wait for each other, the Transformer's cache has gaps
     family = make_family("CartPoleDynamics-v0")
     torch.manual_seed(0)
-    pol = SequencePolicy(4, 2, True, kind, hidden=16, layers=2, heads=2, max_len=3 * 500)
+    pol = SequencePolicy(
+        4, 2, True, kind, hidden=16, layers=2, heads=2, max_len=3 * 500, separate_critic=separate
+    )
     trials = collect_trials(family, pol, sample_tasks(family, 4, 0), 3, seed=0)
     assert len(set(trials.mask.sum(1).tolist())) > 1
     dist, v, _ = pol(trials.inputs)
@@ -187,6 +192,28 @@ def test_rl2_step_by_step_equals_the_whole_trial(kind):
     torch.testing.assert_close(v * m, trials.values, atol=1e-5, rtol=1e-5)
     logp = pol.dist_ops.log_prob(dist, trials.actions) * m
     torch.testing.assert_close(logp, trials.log_probs, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["gru", "lstm", "transformer"])
+def test_separate_critic_has_its_own_sequence_model(kind):
+    torch.manual_seed(0)
+    pol = SequencePolicy(3, 2, True, kind, hidden=8, heads=2, max_len=12, separate_critic=True)
+    shared = SequencePolicy(3, 2, True, kind, hidden=8, heads=2, max_len=12)
+    core = sum(
+        p.numel() for n, p in shared.named_parameters() if n.startswith(("core", "embed", "pos"))
+    )
+    assert pol.num_parameters() == shared.num_parameters() + core
+    dist, values, _ = pol(torch.randn(4, 12, pol.input_dim))
+    params = dict(pol.named_parameters())
+    actor_side = [n for n in params if n.startswith(("core", "embed", "pos", "actor"))]
+    critic_side = [n for n in params if n.startswith(("critic_", "critic."))]
+    # the value reads only the critic's model and head; the actions only the actor's
+    grads = torch.autograd.grad(values.sum(), [params[n] for n in actor_side], allow_unused=True)
+    assert all(g is None or not g.any() for g in grads)
+    grads = torch.autograd.grad(dist.loc.sum(), [params[n] for n in critic_side], allow_unused=True)
+    assert all(g is None or not g.any() for g in grads)
+    grads = torch.autograd.grad(values.sum(), [params[n] for n in critic_side], allow_unused=True)
+    assert all(g is not None and g.any() for g in grads)
 
 
 def test_rl2_variable_length_episodes_are_left_aligned():

@@ -341,3 +341,30 @@ def test_rl2_clock_inputs_survive_a_checkpoint(tmp_path):
     plain = dataclasses.replace(cfg, time_inputs=False, init_from=str(tmp_path / "clock"))
     with pytest.raises(CheckpointError, match=r"tensor 'param.core.weight_ih_l0' has shape"):
         train(make_learner("rl2", plain), tmp_path / "plain", progress=False)
+
+
+def test_rl2_separate_critic_survives_a_checkpoint(tmp_path):
+    from fastadapt.config import RL2Config
+
+    cfg = RL2Config(
+        env="Bandit-v0",
+        meta_batch_size=8,
+        episodes_per_task=3,
+        meta_iterations=2,
+        hidden_size=16,
+        minibatches=2,
+        separate_critic=True,
+        checkpoint_every=1,
+    )
+    learner = make_learner("rl2", cfg)
+    train(learner, tmp_path / "sep", progress=False)
+    back = load_learner(tmp_path / "sep")
+    assert back.policy.separate_critic
+    for name, p in learner.policy.named_parameters():
+        torch.testing.assert_close(dict(back.policy.named_parameters())[name], p)
+    # a run with a shared model lacks the critic's own: a separate critic cannot start from it
+    shared = dataclasses.replace(cfg, separate_critic=False, meta_iterations=1)
+    train(make_learner("rl2", shared), tmp_path / "shared", progress=False)
+    again = dataclasses.replace(cfg, init_from=str(tmp_path / "shared"))
+    with pytest.raises(CheckpointError, match="lacks tensor 'param.critic_core"):
+        train(make_learner("rl2", again), tmp_path / "again", progress=False)

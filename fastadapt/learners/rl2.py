@@ -166,6 +166,7 @@ class RL2(Checkpointable):
             max_len=config.episodes_per_task * self.family.horizon,
             init_log_std=config.init_log_std,
             time_inputs=config.time_inputs,
+            separate_critic=config.separate_critic,
         ).to(self.device)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.lr, eps=1e-5)
         self.task_sampler = make_task_sampler(config, self.family)
