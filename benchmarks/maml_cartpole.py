@@ -46,6 +46,12 @@ def main() -> None:
     )
     p.add_argument("--inner-steps", type=int, default=1, help="inner steps in meta-training")
     p.add_argument("--meta-batch-size", type=int, default=20, help="tasks per meta-iteration")
+    p.add_argument(
+        "--eval-tasks",
+        type=int,
+        default=40,
+        help="held-out test tasks (the paired 95%% intervals narrow as 1/sqrt(tasks))",
+    )
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args()
     t0 = time.perf_counter()
@@ -63,7 +69,10 @@ def main() -> None:
         checkpoint_every=50,
     )
     ev = EvalConfig(
-        num_tasks=40, num_steps=3, episodes_per_step=10, inner_lr=(args.inner_lr, args.inner_lr / 2)
+        num_tasks=args.eval_tasks,
+        num_steps=3,
+        episodes_per_step=10,
+        inner_lr=(args.inner_lr, args.inner_lr / 2),
     )
     _, result, rows, _ = train_and_evaluate("maml", cfg, ev, args.run_dir, not args.no_progress)
     sec_per_it = statistics.median(r["time/iteration_s"] for r in rows)
@@ -112,6 +121,7 @@ def main() -> None:
             "inner_lr": args.inner_lr,
             "inner_steps": args.inner_steps,
             "meta_batch_size": args.meta_batch_size,
+            "eval_tasks": args.eval_tasks,
             "env_steps_trained": result["env_steps_trained"],
         },
     )
