@@ -13,9 +13,11 @@ the prior (exact dynamic programming; null when n > 20, where that is intractabl
 A long setting (n = 100) starts from the model of the same k's n = 10 setting when this run trained
 one (`init_from`, a curriculum over trial length; the paper trained every setting from scratch, with
 far more samples). `--from-scratch` turns this off. `--iterations-fine N` then trains it N more
-iterations at a lower learning rate (run `k{k}_n{n}_fine`; 0 skips it); the row reports that model,
-and the first stage's figure as `rl2_before_fine`. The defaults take about 45 minutes per k with
-one thread; `--reuse` keeps the stages a previous run finished with the same settings.
+iterations at a lower learning rate (run `k{k}_n{n}_fine`; 0 skips it), and `--iterations-commit
+N` N more from that with a tenth of the entropy bonus (run `..._commit`; off by default); the row
+reports the last model, and each earlier stage's figure as `rl2_before_fine` / `rl2_before_commit`.
+The defaults take about 45 minutes per k with one thread; `--reuse` keeps the stages a previous
+run finished with the same settings.
 
 Besides the textbook UCB1 (exploration constant sqrt(2)), `ucb1_tuned` plays UCB1 with the constant
 (`ucb1_c`) that did best on 2000 training bandits of the same k and n, as the RL² paper tuned its
@@ -62,6 +64,9 @@ PAPER = {(5, 10): 6.7, (5, 100): 78.7, (10, 10): 6.7, (10, 100): 83.5}
 LONG = {"gae_lambda": 0.9, "lr_schedule": "linear", "entropy_coef": 0.03}
 # With --iterations-fine, long trials then train on from that model at a lower rate.
 FINE = LONG | {"lr": 3e-4}
+# With --iterations-commit, then with a tenth of the entropy bonus: the bonus that kept the policy
+# exploring while it learned leaves it sampling actions it would not take by choice.
+COMMIT = FINE | {"entropy_coef": 0.003}
 TABLE = {  # JSON key: column heading
     "k": "k",
     "n": "n",
@@ -88,6 +93,13 @@ def main() -> None:
         type=int,
         default=200,
         help="then this many more for n = 100 from that model, learning rate 3e-4 decayed to 0",
+    )
+    p.add_argument(
+        "--iterations-commit",
+        type=int,
+        default=0,
+        help="then this many more for n = 100 with the entropy bonus cut to 0.003 (learning rate "
+        "3e-4 decayed to 0; 0 skips it)",
     )
     p.add_argument("--settings", default="5x10,10x10,5x100,10x100")
     args = p.parse_args()
@@ -134,15 +146,22 @@ def main() -> None:
         else:
             row = row_for(k, n, LONG, args.iterations_long, f"k{k}_n{n}", start)
         done.add((k, n))
-        if n > 10 and args.iterations_fine > 0:
-            first = row
-            start = (f"k={k} n={n}", args.run_root / rl2_run_name(args, f"k{k}_n{n}"))
-            row = row_for(k, n, FINE, args.iterations_fine, f"k{k}_n{n}_fine", start)
+        first, run = row, f"k{k}_n{n}"
+        for name, stage, its in (
+            ("fine", FINE, args.iterations_fine),
+            ("commit", COMMIT, args.iterations_commit),
+        ):
+            if n <= 10 or its <= 0:
+                continue
+            start = (f"k={k} n={n} ({run})", args.run_root / rl2_run_name(args, run))
+            before, run = row, f"{run}_{name}"
+            row = row_for(k, n, stage, its, run, start)
             row |= {
+                **{key: before[key] for key in before if key.startswith("rl2_before_")},
+                f"rl2_before_{name}": before["rl2"],
                 "init_from": first["init_from"],
-                "rl2_before_fine": first["rl2"],
-                "iterations": first["iterations"] + row["iterations"],
-                "train_s": first["train_s"] + row["train_s"],
+                "iterations": before["iterations"] + row["iterations"],
+                "train_s": before["train_s"] + row["train_s"],
             }
         row = {"k": k, "n": n} | row
         row["ucb1_c"] = ucb1_constant(k, n)

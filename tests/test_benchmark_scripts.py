@@ -64,6 +64,26 @@ def test_bandit_benchmark_reuses_only_runs_whose_start_was_not_retrained(tmp_pat
     assert ucb1["total"] == pytest.approx(changed[1]["ucb1_tuned"])
     assert thompson["total"] == pytest.approx(changed[1]["thompson"])
     assert len(rl2["regret_by_window"]) == 3 and 0 <= rl2["best_arm_late"] <= 1
+    # a third stage with less entropy: the first two are read back, only it trains
+    committed = run_bandits(
+        tmp_path,
+        monkeypatch,
+        "--iterations-long",
+        "2",
+        "--iterations-fine",
+        "1",
+        "--iterations-commit",
+        "1",
+        "--reuse",
+    )
+    long = committed[1]
+    assert not long["reused"] and long["iterations"] == 4
+    assert long["rl2_before_commit"] == changed[1]["rl2"]
+    assert long["rl2_before_fine"] == changed[1]["rl2_before_fine"]
+    assert (tmp_path / "runs" / "k2_n12_fine_commit").is_dir()
+    # a separate critic: its own runs
+    sep = run_bandits(tmp_path, monkeypatch, "--settings", "2x10", "--separate-critic")
+    assert sep[0]["separate_critic"] and (tmp_path / "runs" / "sepcritic_k2_n10").is_dir()
     # a Transformer: its own runs, every setting from scratch
     tf = run_bandits(tmp_path, monkeypatch, *stages, "--policy", "transformer", "--reuse")
     assert [(r["policy"], r["init_from"], r["reused"]) for r in tf] == [

@@ -321,18 +321,16 @@ def test_init_from_refuses_mismatched_or_missing_parameters(tmp_path):
     assert (tmp_path / "a" / "model.json").exists()  # the finished run is untouched
 
 
-def test_rl2_clock_inputs_survive_a_checkpoint(tmp_path):
+def tiny_rl2(**overrides):
+    """A one-iteration RL² config on 5-armed bandits: 8 trials of 3 pulls, a 16-unit GRU."""
     from fastadapt.config import RL2Config
 
-    cfg = RL2Config(
-        env="Bandit-v0",
-        meta_batch_size=8,
-        episodes_per_task=3,
-        meta_iterations=1,
-        hidden_size=16,
-        minibatches=2,
-        time_inputs=True,
-    )
+    base = dict(env="Bandit-v0", meta_batch_size=8, episodes_per_task=3, meta_iterations=1)
+    return RL2Config(**{**base, "hidden_size": 16, "minibatches": 2, **overrides})
+
+
+def test_rl2_clock_inputs_survive_a_checkpoint(tmp_path):
+    cfg = tiny_rl2(time_inputs=True)
     train(make_learner("rl2", cfg), tmp_path / "clock", progress=False)
     back = load_learner(tmp_path / "clock")
     # obs, 5 arms, reward, done, clock
@@ -344,18 +342,7 @@ def test_rl2_clock_inputs_survive_a_checkpoint(tmp_path):
 
 
 def test_rl2_separate_critic_survives_a_checkpoint(tmp_path):
-    from fastadapt.config import RL2Config
-
-    cfg = RL2Config(
-        env="Bandit-v0",
-        meta_batch_size=8,
-        episodes_per_task=3,
-        meta_iterations=2,
-        hidden_size=16,
-        minibatches=2,
-        separate_critic=True,
-        checkpoint_every=1,
-    )
+    cfg = tiny_rl2(separate_critic=True, meta_iterations=2, checkpoint_every=1)
     learner = make_learner("rl2", cfg)
     train(learner, tmp_path / "sep", progress=False)
     back = load_learner(tmp_path / "sep")
