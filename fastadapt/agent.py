@@ -161,7 +161,6 @@ class TrialAgent:
         self.device = learner.device
         self.horizon = self.family.horizon
         self.trial_episodes = learner.config.episodes_per_task
-        self._discrete = isinstance(self.family.action_space, gym.spaces.Discrete)
         self._gen = torch.Generator(device=self.device).manual_seed(seed)
         self.reset()
 
@@ -199,7 +198,7 @@ class TrialAgent:
         ops = self.policy.dist_ops
         self._action = ops.mode(dist) if deterministic else ops.sample(dist, self._gen)
         a = to_env_action(self.family.action_space, self._action.cpu().numpy())
-        return int(a[0]) if self._discrete else a[0]
+        return int(a[0]) if self.policy.discrete else a[0]
 
     def observe(self, reward: float, terminated: bool, truncated: bool = False) -> None:
         """The outcome of the last action: its reward and whether the episode ended. The trial

@@ -73,8 +73,6 @@ class SequencePolicy(nn.Module):
         )
         self.hidden, self.max_len, self.time_inputs = hidden, max_len, time_inputs
         self.separate_critic = separate_critic
-        # the streams' modules: the actor's (or the shared one) unprefixed, the critic's "critic_"
-        self.streams = ("", "critic_") if separate_critic else ("",)
         for prefix in self.streams:
             self._build_stream(prefix, layers, heads)
         self.actor = nn.Linear(hidden, action_dim)
@@ -103,6 +101,12 @@ class SequencePolicy(nn.Module):
             )
             core = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         setattr(self, prefix + "core", core)
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        """The sequence models' name prefixes: the actor's (or the shared one) unprefixed, a
+        separate critic's ``critic_``."""
+        return ("", "critic_") if self.separate_critic else ("",)
 
     @property
     def input_dim(self) -> int:
@@ -230,9 +234,7 @@ class SequencePolicy(nn.Module):
 
     def _run(self, fn: Any, x: torch.Tensor, state: Any):
         """``(dist, values, new_state)`` from ``fn(x, stream_state, stream)`` on every stream."""
-        states = state if self.separate_critic else (state,)
-        if states is None:
-            states = (None,) * len(self.streams)
+        states = (state or (None, None)) if self.separate_critic else (state,)
         outs = [fn(x, s, stream) for s, stream in zip(states, self.streams, strict=True)]
         dist, values = self.heads(*(f for f, _ in outs))
         new = tuple(s for _, s in outs)

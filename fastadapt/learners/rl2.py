@@ -280,14 +280,12 @@ def evaluate_rl2(
 ) -> dict[str, Any]:
     """Held-out tasks: the return of each episode within a trial (mean and 95% CI over tasks) and
     the total reward per trial. Adaptation happens in the hidden state, without gradients."""
-    from fastadapt.evaluation import summarize
+    from fastadapt.evaluation import mean_ci95, summarize
     from fastadapt.tasks.core import task_to_dict
 
     lc = learner.config
     tasks, trials = evaluation_trials(learner, num_tasks, seed, deterministic)
     ep = trials.episode_returns.cpu().numpy()  # [tasks, episodes]
-    from fastadapt.evaluation import mean_ci95
-
     total, total_ci = mean_ci95(ep.sum(1))
     return {
         "env": lc.env,
