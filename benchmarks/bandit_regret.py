@@ -51,16 +51,15 @@ def main() -> None:
     p.add_argument("--greedy", action="store_true", help="RL² takes its most likely action")
     args = p.parse_args()
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    results, baselines_of, trial_length = [], set(), {}
-    for run in args.runs:
-        learner = load_learner(run)
+    learners = [load_learner(run) for run in args.runs]
+    for run, learner in zip(args.runs, learners, strict=True):
         if learner.config.env != "Bandit-v0":
             raise SystemExit(f"{run} was trained on {learner.config.env}, not Bandit-v0")
+    if len({learner.config.episodes_per_task for learner in learners}) > 1:
+        raise SystemExit("the runs play trials of different lengths: compare one n at a time")
+    results, baselines_of = [], set()
+    for run, learner in zip(args.runs, learners, strict=True):
         family, n = learner.family, learner.config.episodes_per_task
-        if n != trial_length.setdefault("n", n):
-            raise SystemExit(
-                f"{run} plays {n} pulls, the first run {trial_length['n']}: compare one n"
-            )
         tasks, trials = evaluation_trials(learner, args.tasks, deterministic=args.greedy)
         probs = np.array([t.arm_probs for t in tasks])
         arms, rewards = trials.actions.numpy(), trials.rewards.numpy()
@@ -70,14 +69,12 @@ def main() -> None:
             continue
         baselines_of.add((family.k, n, learner.config.seed))
         c = ucb1_constant(family.k, n)
-        for name, kw in (
-            (f"ucb1 c={c} (k={family.k})", {"ucb_c": c}),
-            (f"thompson (k={family.k})", {}),
+        for base, label, kw in (
+            ("ucb1", f"ucb1 c={c} (k={family.k})", {"ucb_c": c}),
+            ("thompson", f"thompson (k={family.k})", {}),
         ):
-            base = name.split()[0]
-            results.append(
-                summary(name, probs, *bandit_play(base, family, tasks, n, seed=1, **kw), args)
-            )
+            played = bandit_play(base, family, tasks, n, seed=1, **kw)
+            results.append(summary(label, probs, *played, args))
     windows = len(results[0]["regret_by_window"])
     print_table(
         [
