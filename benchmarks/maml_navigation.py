@@ -1,7 +1,7 @@
 """MAML-TRPO on Navigation2D-v0 in the MAML paper's setting, evaluated in the paper's protocol.
 
     python benchmarks/maml_navigation.py --out runs/bench_maml_nav.json [--meta-iterations N]
-        [--batch-unit episodes|steps] [--seed S]
+        [--batch-unit episodes|steps] [--seed S] [--inner-lr 0.1] [--meta-batch-size 20]
 
 Training: 20 tasks per meta-batch, 20 episodes per task, horizon 100, one inner step of 0.1,
 TRPO with max_kl 0.01, a 2x100 ReLU policy, gamma 0.99, GAE lambda 1. Test: 40 held-out tasks,
@@ -9,6 +9,9 @@ TRPO with max_kl 0.01, a 2x100 ReLU policy, gamma 0.99, GAE lambda 1. Test: 40 h
 paper's figures and the scratch and pretrain baselines (same protocol, same samples per step).
 ``--batch-unit steps`` counts the 20 and 40 episodes as the reference code did (rllab's batch_size):
 whole episodes up to 20 x 100 and 40 x 100 steps per task, for training and test.
+``--inner-lr A`` trains with one inner step of A and tests with A then A/2 (the reference code's
+point-robot run used A = 0.5, which the paper's text gives as 0.1). A second MAML row, "maml (tuned
+later lr)", keeps the first step and picks the later steps' learning rate on training tasks.
 Writes {"seconds_per_meta_iteration", "wall_s", "returns": {"maml", "scratch", "pretrain", "paper"}}.
 """
 
@@ -46,16 +49,23 @@ def main() -> None:
         "(whole episodes up to 20 x 100 and 40 x 100 steps per task, as the reference code's "
         "rllab batch_size does)",
     )
+    p.add_argument(
+        "--inner-lr",
+        type=float,
+        default=0.1,
+        help="the training inner step; the test steps are this, then half of it",
+    )
+    p.add_argument("--meta-batch-size", type=int, default=20)
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args()
     t0 = time.perf_counter()
     cfg = MAMLConfig(
         env="Navigation2D-v0",
         meta_iterations=args.meta_iterations,
-        meta_batch_size=20,
+        meta_batch_size=args.meta_batch_size,
         episodes_per_task=20,
         num_inner_steps=1,
-        inner_lr=(0.1,),
+        inner_lr=(args.inner_lr,),
         max_kl=0.01,
         gamma=0.99,
         gae_lambda=1.0,
@@ -70,8 +80,9 @@ def main() -> None:
         num_tasks=40,
         num_steps=3,
         episodes_per_step=40,
-        inner_lr=(0.1, 0.05),
+        inner_lr=(args.inner_lr, args.inner_lr / 2),
         batch_unit=args.batch_unit,
+        tune_later_lr=True,
     )
     _, result, rows, train_s = train_and_evaluate(
         "maml", cfg, ev, args.run_dir, not args.no_progress
@@ -99,6 +110,8 @@ def main() -> None:
             "fisher_subsample": args.fisher_subsample,
             "backtrack_ratio": args.backtrack_ratio,
             "batch_unit": args.batch_unit,
+            "inner_lr": args.inner_lr,
+            "meta_batch_size": args.meta_batch_size,
             "returns": returns,
             "ci95": {k: v["ci95"] for k, v in result["returns"].items()},
             "env_steps_trained": result["env_steps_trained"],

@@ -118,6 +118,8 @@ def cmd_evaluate(argv: list[str]) -> None:
         learner = load_learner(run_dir)
         if learner.name == "rl2":  # adapts within a trial: returns per episode, no gradient steps
             eval.validate()  # (evaluate_learner validates its own)
+            if eval.tune_later_lr:
+                raise ConfigError("--tune-later-lr tunes gradient steps; RL² adapts without them")
             result = evaluate_rl2(learner, eval.num_tasks, eval.seed, deterministic=eval.greedy)
         elif eval.greedy:
             raise ConfigError(

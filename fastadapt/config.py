@@ -308,8 +308,9 @@ class EvalConfig:
     """What episodes_per_step counts: 'episodes' exactly, or 'steps': whole episodes until each task
     has episodes_per_step x horizon steps (the MAML reference code's test protocol); a step's return
     is then the mean over however many episodes that took."""
-    inner_lr: tuple[float, ...] = (0.1, 0.05)
-    """Learning rate per step (the last repeats): the MAML paper used 0.1 then 0.05."""
+    inner_lr: tuple[float, ...] = ()
+    """Learning rate per step (the last repeats). Empty: the run's own first inner learning rate,
+    then half of it (the MAML paper's protocol: 0.1 then 0.05 for a run trained with 0.1)."""
     baselines: tuple[str, ...] = ("scratch", "pretrain")
     """Baselines in the same protocol: scratch (fresh policy), pretrain (multi-task policy)."""
     tune_baseline_lr: bool = True
@@ -317,6 +318,13 @@ class EvalConfig:
     test tasks) over `baseline_lr_scales` times the schedule, as rows named '<baseline> (tuned lr)'."""
     baseline_lr_scales: tuple[float, ...] = (1.0, 0.3, 0.1, 0.03, 0.01)
     """Scales of the inner learning rate tried when tuning baselines."""
+    tune_later_lr: bool = False
+    """Also report the meta-learner with the learning rate of its steps after the first tuned on
+    training tasks (never the test tasks) over `later_lr_scales` times the schedule's, the first
+    step keeping the schedule's, as the row '<learner> (tuned later lr)'. Needs num_steps >= 2 and
+    a learner with a schedule (not Meta-SGD's learned rates)."""
+    later_lr_scales: tuple[float, ...] = (1.0, 0.4, 0.2, 0.1)
+    """Scales of the later steps' learning rate tried by `tune_later_lr`."""
     pretrain_iterations: int = 0
     """Pretraining iterations; 0 matches the meta-training env-step budget."""
     seed: int = 1000
@@ -331,8 +339,15 @@ class EvalConfig:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         check_batch_unit(self.batch_unit)
-        if any(not x > 0 for x in self.baseline_lr_scales):
-            raise ConfigError(f"baseline_lr_scales must be positive, got {self.baseline_lr_scales}")
+        for name in ("baseline_lr_scales", "later_lr_scales"):
+            scales = getattr(self, name)
+            if not scales or any(not x > 0 for x in scales):
+                raise ConfigError(f"{name} must be positive (and not empty), got {scales}")
+        if self.tune_later_lr and self.num_steps < 2:
+            raise ConfigError(
+                f"tune_later_lr tunes the steps after the first: it needs num_steps >= 2, "
+                f"got {self.num_steps}"
+            )
         if self.num_steps < 0 or self.pretrain_iterations < 0:
             raise ConfigError("num_steps and pretrain_iterations must be >= 0")
         unknown = set(self.baselines) - {"scratch", "pretrain"}

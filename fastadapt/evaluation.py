@@ -31,6 +31,7 @@ import torch
 
 from fastadapt.adaptation import InnerLR, inner_lr_schedule, sample_and_adapt
 from fastadapt.config import CommonConfig, EvalConfig, MAMLConfig
+from fastadapt.errors import ConfigError
 from fastadapt.policies import MLPPolicy, Params
 from fastadapt.runs import atomic_write_bytes, is_finished
 from fastadapt.tasks.core import TaskFamily, derive_seed, sample_tasks, task_to_dict
@@ -130,6 +131,13 @@ def summarize(returns: np.ndarray) -> dict[str, list[float]]:
     }
 
 
+def default_test_schedule(learner: Any) -> tuple[float, float]:
+    """The default test schedule: the learner's first training inner learning rate, then half of
+    it (the MAML paper halved the step after the first at test time)."""
+    first = float(learner.config.inner_lr[0])
+    return first, first / 2
+
+
 def evaluate_learner(
     learner: Any, cfg: EvalConfig, run_dir: Path | None = None, progress: bool = True
 ) -> dict[str, Any]:
@@ -138,7 +146,9 @@ def evaluate_learner(
     lc = learner.config
     family, policy = learner.family, learner.policy
     tasks = sample_tasks(family, cfg.num_tasks, lc.seed, split="test")
-    schedule = inner_lr_schedule(cfg.inner_lr, max(cfg.num_steps, 1))
+    schedule = inner_lr_schedule(
+        cfg.inner_lr or default_test_schedule(learner), max(cfg.num_steps, 1)
+    )
     common = dict(
         family=family,
         policy=policy,
@@ -160,6 +170,18 @@ def evaluate_learner(
     }
     budget: dict[str, int] = {learner.name: int(learner.env_steps)}
     chosen: dict[str, list[float]] = {learner.name: [float(x) for x in schedule]}
+    if cfg.tune_later_lr:
+        if not all(isinstance(lr, float) for lr in lrs):
+            raise ConfigError(
+                f"tune_later_lr needs an inner learning-rate schedule; {learner.name} adapts with "
+                "meta-learned per-parameter rates"
+            )
+        full = [float(x) for x in lrs]
+        later = tune_inner_lr(meta_params, full, cfg, learner, cfg.later_lr_scales, keep_first=True)
+        name = f"{learner.name} (tuned later lr)"
+        methods[name] = summarize(adaptation_returns(params=meta_params, lrs=later, **common))
+        chosen[name] = later
+        budget[name] = budget[learner.name]
     baselines: dict[str, Params] = {}
     if "scratch" in cfg.baselines:
         fresh = policy.init_params(torch.Generator().manual_seed(derive_seed(lc.seed, 99)))
@@ -192,15 +214,21 @@ def evaluate_learner(
 
 
 def tune_inner_lr(
-    params: Params, schedule: list[float], cfg: EvalConfig, learner: Any
+    params: Params,
+    schedule: list[float],
+    cfg: EvalConfig,
+    learner: Any,
+    scales: Sequence[float] | None = None,
+    keep_first: bool = False,
 ) -> list[float]:
-    """The scaled schedule (from ``cfg.baseline_lr_scales``) whose return after the last step is
-    highest on 10 *training* tasks (a stream disjoint from meta-training's and from the test split)."""
+    """The scaled schedule whose return after the last step is highest on 10 *training* tasks (a
+    stream disjoint from meta-training's and from the test split). ``scales`` defaults to
+    ``cfg.baseline_lr_scales``; ``keep_first`` scales only the steps after the first."""
     lc = learner.config
     tasks = sample_tasks(learner.family, 10, lc.seed, split="train", index=TUNING_STREAM)
     best, best_ret = schedule, -math.inf
-    for scale in cfg.baseline_lr_scales:
-        lrs = [lr * scale for lr in schedule]
+    for scale in cfg.baseline_lr_scales if scales is None else scales:
+        lrs = [lr if keep_first and i == 0 else lr * scale for i, lr in enumerate(schedule)]
         ret = adaptation_returns(
             learner.family,
             learner.policy,

@@ -218,6 +218,8 @@ def test_rl2_through_the_cli(tmp_path, capsys):
     )
     assert main(["evaluate", str(run), "--num-tasks", "0"]) != 0
     assert "num_tasks must be positive" in capsys.readouterr().err
+    assert main(["evaluate", str(run), "--tune-later-lr"]) != 0
+    assert "RL² adapts without them" in capsys.readouterr().err
     assert main(["report", str(run)]) == 0
     assert "trials of 4 episodes" in (run / "report.md").read_text()
     with pytest.raises(Exception, match="adapts within a trial"):

@@ -164,3 +164,68 @@ def test_step_batch_unit_trains_and_evaluates():
     assert all(np.isfinite(res["returns"]["maml"]["mean"]))
     with pytest.raises(ConfigError, match="batch_unit"):
         dataclasses.replace(ev, batch_unit="transitions").validate()
+
+
+def test_evaluation_defaults_to_the_runs_inner_lr_then_half():
+    from fastadapt.config import EvalConfig
+    from fastadapt.evaluation import evaluate_learner
+
+    learner = MAML(dataclasses.replace(SMALL, inner_lr=(0.3,)))
+    ev = EvalConfig(num_tasks=2, episodes_per_step=2, num_steps=3, baselines=())
+    res = evaluate_learner(learner, ev, progress=False)
+    assert res["inner_lr"]["maml"] == [0.3, 0.15, 0.15]
+    res = evaluate_learner(learner, dataclasses.replace(ev, inner_lr=(0.2,)), progress=False)
+    assert res["inner_lr"]["maml"] == [0.2, 0.2, 0.2]
+
+
+def test_tuned_later_lr_keeps_the_first_step_and_picks_the_best_on_training_tasks():
+    from fastadapt.config import EvalConfig
+    from fastadapt.evaluation import TUNING_STREAM, adaptation_returns, evaluate_learner
+    from fastadapt.tasks import sample_tasks
+    from fastadapt.tasks.core import derive_seed
+
+    learner = MAML(SMALL)
+    learner.step()
+    ev = EvalConfig(
+        num_tasks=3,
+        episodes_per_step=3,
+        num_steps=2,
+        baselines=(),
+        tune_later_lr=True,
+        later_lr_scales=(1.0, 0.1, 3.0),
+    )
+    res = evaluate_learner(learner, ev, progress=False)
+    chosen = res["inner_lr"]["maml (tuned later lr)"]
+    assert len(chosen) == 2 and chosen[0] == 0.1
+    candidates = [0.05 * s for s in ev.later_lr_scales]
+    assert chosen[1] in candidates
+    # reference: the return after the last step on the tuning tasks, for each candidate
+    tasks = sample_tasks(learner.family, 10, SMALL.seed, split="train", index=TUNING_STREAM)
+    params = {k: v.detach() for k, v in learner.meta_params.items()}
+
+    def tuning_return(lr):
+        r = adaptation_returns(
+            learner.family,
+            learner.policy,
+            params,
+            tasks,
+            2,
+            [0.1, lr],
+            3,
+            derive_seed(ev.seed, 3),
+            SMALL.gamma,
+            SMALL.gae_lambda,
+        )
+        return r[-1].mean()
+
+    assert tuning_return(chosen[1]) == max(tuning_return(lr) for lr in candidates)
+    # the test rows: the protocol's schedule, and the tuned one on the same test tasks
+    assert res["inner_lr"]["maml"] == [0.1, 0.05]
+    assert res["returns"]["maml (tuned later lr)"]["mean"][:2] == res["returns"]["maml"]["mean"][:2]
+    with pytest.raises(ConfigError, match="num_steps >= 2"):
+        dataclasses.replace(ev, num_steps=1).validate()
+    with pytest.raises(ConfigError, match="later_lr_scales"):
+        dataclasses.replace(ev, later_lr_scales=()).validate()
+    metasgd = make_learner("metasgd", dataclasses.replace(SMALL, meta_iterations=1))
+    with pytest.raises(ConfigError, match="meta-learned per-parameter rates"):
+        evaluate_learner(metasgd, ev, progress=False)
