@@ -72,7 +72,6 @@ def main() -> None:
         num_tasks=args.eval_tasks,
         num_steps=3,
         episodes_per_step=10,
-        inner_lr=(args.inner_lr, args.inner_lr / 2),
     )
     _, result, rows, _ = train_and_evaluate("maml", cfg, ev, args.run_dir, not args.no_progress)
     sec_per_it = statistics.median(r["time/iteration_s"] for r in rows)

@@ -80,7 +80,6 @@ def main() -> None:
         num_tasks=40,
         num_steps=3,
         episodes_per_step=40,
-        inner_lr=(args.inner_lr, args.inner_lr / 2),
         batch_unit=args.batch_unit,
         tune_later_lr=True,
     )

@@ -176,8 +176,9 @@ def evaluate_learner(
                 f"tune_later_lr needs an inner learning-rate schedule; {learner.name} adapts with "
                 "meta-learned per-parameter rates"
             )
-        full = [float(x) for x in lrs]
-        later = tune_inner_lr(meta_params, full, cfg, learner, cfg.later_lr_scales, keep_first=True)
+        later = tune_inner_lr(
+            meta_params, schedule, cfg, learner, cfg.later_lr_scales, keep_first=True
+        )
         name = f"{learner.name} (tuned later lr)"
         methods[name] = summarize(adaptation_returns(params=meta_params, lrs=later, **common))
         chosen[name] = later
@@ -195,7 +196,7 @@ def evaluate_learner(
         methods[name] = summarize(adaptation_returns(params=params, lrs=schedule, **common))
         chosen[name] = [float(x) for x in schedule]
         if cfg.tune_baseline_lr and cfg.num_steps > 0:
-            tuned = tune_inner_lr(params, schedule, cfg, learner)
+            tuned = tune_inner_lr(params, schedule, cfg, learner, cfg.baseline_lr_scales)
             methods[f"{name} (tuned lr)"] = summarize(
                 adaptation_returns(params=params, lrs=tuned, **common)
             )
@@ -218,16 +219,16 @@ def tune_inner_lr(
     schedule: list[float],
     cfg: EvalConfig,
     learner: Any,
-    scales: Sequence[float] | None = None,
+    scales: Sequence[float],
     keep_first: bool = False,
 ) -> list[float]:
-    """The scaled schedule whose return after the last step is highest on 10 *training* tasks (a
-    stream disjoint from meta-training's and from the test split). ``scales`` defaults to
-    ``cfg.baseline_lr_scales``; ``keep_first`` scales only the steps after the first."""
+    """The schedule, scaled by one of ``scales``, whose return after the last step is highest on 10
+    *training* tasks (a stream disjoint from meta-training's and from the test split);
+    ``keep_first`` scales only the steps after the first."""
     lc = learner.config
     tasks = sample_tasks(learner.family, 10, lc.seed, split="train", index=TUNING_STREAM)
     best, best_ret = schedule, -math.inf
-    for scale in cfg.baseline_lr_scales if scales is None else scales:
+    for scale in scales:
         lrs = [lr if keep_first and i == 0 else lr * scale for i, lr in enumerate(schedule)]
         ret = adaptation_returns(
             learner.family,
