@@ -1,13 +1,17 @@
 """The origin article's example: MAML on CartPoleDynamics-v0 against scratch and pretrain.
 
     python benchmarks/maml_cartpole.py --out runs/bench_maml_cartpole.json [--meta-iterations N]
+    python benchmarks/maml_cartpole.py --algorithm metasgd --out runs/bench_metasgd_cartpole.json
 
 Held-out tasks include reversed actuators (half the tasks push the other way) and an unobserved goal
 position. All methods get the same inner updates (lr, then lr/2 as in the MAML paper's protocol) and
 the same samples per step, on the same tasks with the same episode seeds, so the script also reports
-MAML's per-task advantage over each baseline (paired mean and 95% CI).
-Writes {"seconds_per_meta_iteration", "wall_s", "returns": {"maml", "scratch", "pretrain"},
-"reversed_returns": ..., "forward_returns": ..., "maml_minus": {baseline: {"mean", "ci95"}}}.
+the meta-learner's per-task advantage over each baseline (paired mean and 95% CI). Meta-SGD adapts
+with its meta-learned rates instead of the schedule; the baselines keep the schedule (and a row
+with their rate tuned on training tasks).
+Writes {"seconds_per_meta_iteration", "wall_s", "returns": {"maml" (or the --algorithm's name),
+"scratch", "pretrain"}, "reversed_returns": ..., "forward_returns": ..., "maml_minus": {baseline:
+{"mean", "ci95"}}}; "maml_minus" holds the --algorithm's lead, whichever it is.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from common import (  # noqa: E402
     write_json,
 )
 
-from fastadapt.config import EvalConfig, MAMLConfig  # noqa: E402
+from fastadapt.config import EvalConfig, MAMLConfig, ProMPConfig  # noqa: E402
 from fastadapt.evaluation import summarize, write_eval  # noqa: E402
 
 
@@ -45,6 +49,19 @@ def main() -> None:
         help="inner learning rate in training; the test halves it after the first step",
     )
     p.add_argument("--inner-steps", type=int, default=1, help="inner steps in meta-training")
+    p.add_argument(
+        "--algorithm",
+        choices=("maml", "metasgd", "promp"),
+        default="maml",
+        help="the meta-learner: metasgd meta-learns a rate per parameter (started at --inner-lr) "
+        "and tests with them; promp takes ProMP's outer objective (its own defaults otherwise)",
+    )
+    p.add_argument(
+        "--outer-lr",
+        type=float,
+        default=ProMPConfig.outer_lr,
+        help="ProMP's Adam learning rate (its MuJoCo default learns CartPole slowly; 0.01 does not)",
+    )
     p.add_argument("--meta-batch-size", type=int, default=20, help="tasks per meta-iteration")
     p.add_argument(
         "--eval-tasks",
@@ -55,25 +72,30 @@ def main() -> None:
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args()
     t0 = time.perf_counter()
-    cfg = MAMLConfig(
+    common = dict(
         env="CartPoleDynamics-v0",
         meta_iterations=args.meta_iterations,
         meta_batch_size=args.meta_batch_size,
         episodes_per_task=10,
         num_inner_steps=args.inner_steps,
         inner_lr=(args.inner_lr, args.inner_lr / 2),
-        max_kl=0.01,
         gamma=0.99,
         gae_lambda=1.0,
         seed=args.seed,
         checkpoint_every=50,
     )
+    if args.algorithm == "promp":
+        cfg = ProMPConfig(outer_lr=args.outer_lr, **common)
+    else:
+        cfg = MAMLConfig(max_kl=0.01, **common)
     ev = EvalConfig(
         num_tasks=args.eval_tasks,
         num_steps=3,
         episodes_per_step=10,
     )
-    _, result, rows, _ = train_and_evaluate("maml", cfg, ev, args.run_dir, not args.no_progress)
+    _, result, rows, _ = train_and_evaluate(
+        args.algorithm, cfg, ev, args.run_dir, not args.no_progress
+    )
     sec_per_it = statistics.median(r["time/iteration_s"] for r in rows)
     write_eval(result, args.run_dir)
     wall = time.perf_counter() - t0
@@ -86,17 +108,17 @@ def main() -> None:
             "forward": summarize(per_task[:, ~reversed_mask])["mean"],
         }
     returns = {k: v["mean"] for k, v in result["returns"].items()}
-    # Paired on the same test tasks and episode seeds: MAML minus each baseline, per task.
-    maml_tasks = np.array(result["returns"]["maml"]["per_task"])
+    # Paired on the same test tasks and episode seeds: the meta-learner minus each baseline, per task.
+    maml_tasks = np.array(result["returns"][args.algorithm]["per_task"])
     paired = {
         name: summarize((maml_tasks - np.array(m["per_task"])).T)
         for name, m in result["returns"].items()
-        if name != "maml"
+        if name != args.algorithm
     }
     print_returns(returns)
     print_returns({k: v["reversed"] for k, v in split.items()}, "method (reversed actuators)")
     print_table(
-        ["MAML minus (paired, mean ± 95% CI)", *STEP_HEADERS],
+        [f"{args.algorithm} minus (paired, mean ± 95% CI)", *STEP_HEADERS],
         [
             [k, *[f"{m:+.1f} ± {c:.1f}" for m, c in zip(v["mean"], v["ci95"], strict=True)]]
             for k, v in paired.items()
@@ -119,6 +141,8 @@ def main() -> None:
             "maml_minus": {k: {"mean": v["mean"], "ci95": v["ci95"]} for k, v in paired.items()},
             "inner_lr": args.inner_lr,
             "inner_steps": args.inner_steps,
+            "algorithm": args.algorithm,
+            "outer_lr": args.outer_lr if args.algorithm == "promp" else None,
             "meta_batch_size": args.meta_batch_size,
             "eval_tasks": args.eval_tasks,
             "env_steps_trained": result["env_steps_trained"],

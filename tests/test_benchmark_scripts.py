@@ -103,3 +103,27 @@ def test_transformer_sampling_benchmark_compares_equal_outputs(tmp_path, monkeyp
     (row,) = json.loads(out.read_text())["results"]
     assert row["trial_steps"] == 10 and row["max_abs_diff"] < 1e-4
     assert row["cached_s"] > 0 and row["recompute_s"] > 0 and row["collect_gru_s"] > 0
+
+
+@pytest.mark.parametrize("algorithm", ["maml", "metasgd", "promp"])
+def test_cartpole_benchmark_reports_the_chosen_meta_learner_against_the_baselines(
+    tmp_path, monkeypatch, algorithm
+):
+    script = SCRIPT.parent / "maml_cartpole.py"
+    out = tmp_path / "out.json"
+    argv = [str(script), "--algorithm", algorithm, "--meta-iterations", "1", "--eval-tasks", "4"]
+    argv += ["--run-dir", str(tmp_path / "run"), "--no-progress", "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", argv)
+    monkeypatch.setattr(sys, "path", [str(SCRIPT.parent), *sys.path])
+    runpy.run_path(str(script), run_name="__main__")
+    result = json.loads(out.read_text())
+    assert result["algorithm"] == algorithm
+    assert {algorithm, "scratch", "pretrain"} <= result["returns"].keys()
+    assert all(len(r) == 4 for r in result["returns"].values())
+    # the paired lead is the learner's per-task return minus the baseline's, averaged over tasks
+    # (reversed and forward tasks together), so it equals the difference of the two means
+    for name, lead in result["maml_minus"].items():
+        mine, theirs = result["returns"][algorithm], result["returns"][name]
+        diff = [a - b for a, b in zip(mine, theirs, strict=True)]
+        assert lead["mean"] == pytest.approx(diff, abs=1e-6)
+    assert algorithm not in result["maml_minus"]
