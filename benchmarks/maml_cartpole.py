@@ -109,9 +109,9 @@ def main() -> None:
         }
     returns = {k: v["mean"] for k, v in result["returns"].items()}
     # Paired on the same test tasks and episode seeds: the meta-learner minus each baseline, per task.
-    maml_tasks = np.array(result["returns"][args.algorithm]["per_task"])
+    learner_tasks = np.array(result["returns"][args.algorithm]["per_task"])
     paired = {
-        name: summarize((maml_tasks - np.array(m["per_task"])).T)
+        name: summarize((learner_tasks - np.array(m["per_task"])).T)
         for name, m in result["returns"].items()
         if name != args.algorithm
     }

@@ -1,5 +1,5 @@
-"""The RL² benchmark scripts end to end on tiny settings: JSON shape, ``--reuse``, and the
-Transformer sampling comparison."""
+"""Benchmark scripts end to end on tiny settings: the RL² scripts' JSON shape, ``--reuse`` and the
+Transformer sampling comparison; the CartPole script with each gradient-based meta-learner."""
 
 import json
 import runpy
@@ -11,17 +11,23 @@ import pytest
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "rl2_bandits.py"
 
 
+def run_script(monkeypatch: pytest.MonkeyPatch, name: str, *args: str) -> None:
+    """Run ``benchmarks/<name>`` as its command line would, with ``args``."""
+    script = SCRIPT.parent / name
+    monkeypatch.setattr(sys, "path", [str(SCRIPT.parent), *sys.path])
+    monkeypatch.setattr(sys, "argv", [str(script), *args])
+    runpy.run_path(str(script), run_name="__main__")
+
+
 def run_bandits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *args: str) -> list[dict]:
     out = tmp_path / "out.json"
-    argv = [str(SCRIPT), "--settings", "2x10,2x12", "--iterations", "1", "--eval-tasks", "20"]
+    argv = ["--settings", "2x10,2x12", "--iterations", "1", "--eval-tasks", "20"]
     argv += ["--run-root", str(tmp_path / "runs"), "--no-progress", "--out", str(out), *args]
-    monkeypatch.setattr(sys, "argv", argv)
-    runpy.run_path(str(SCRIPT), run_name="__main__")
+    run_script(monkeypatch, SCRIPT.name, *argv)
     return json.loads(out.read_text())["results"]
 
 
 def test_bandit_benchmark_reuses_only_runs_whose_start_was_not_retrained(tmp_path, monkeypatch):
-    monkeypatch.setattr(sys, "path", [str(SCRIPT.parent), *sys.path])
     stages = ["--iterations-long", "1", "--iterations-fine", "1"]
     first = run_bandits(tmp_path, monkeypatch, *stages)
     assert [(r["k"], r["n"], r["reused"]) for r in first] == [(2, 10, False), (2, 12, False)]
@@ -42,23 +48,10 @@ def test_bandit_benchmark_reuses_only_runs_whose_start_was_not_retrained(tmp_pat
     assert changed[0]["reused"] and not changed[1]["reused"]
     assert changed[1]["iterations"] == 3
     # where the reward goes: the regret script plays the same bandits as the benchmark's rl2 figure
-    script = SCRIPT.parent / "bandit_regret.py"
     out = tmp_path / "regret.json"
     run = tmp_path / "runs" / "k2_n12_fine"
-    argv = [
-        str(script),
-        str(run),
-        "--tasks",
-        "20",
-        "--window",
-        "4",
-        "--late",
-        "3",
-        "--out",
-        str(out),
-    ]
-    monkeypatch.setattr(sys, "argv", argv)
-    runpy.run_path(str(script), run_name="__main__")
+    argv = [str(run), "--tasks", "20", "--window", "4", "--late", "3", "--out", str(out)]
+    run_script(monkeypatch, "bandit_regret.py", *argv)
     rl2, ucb1, thompson = json.loads(out.read_text())["results"]
     assert rl2["total"] == pytest.approx(changed[1]["rl2"])
     assert ucb1["total"] == pytest.approx(changed[1]["ucb1_tuned"])
@@ -94,12 +87,10 @@ def test_bandit_benchmark_reuses_only_runs_whose_start_was_not_retrained(tmp_pat
 
 
 def test_transformer_sampling_benchmark_compares_equal_outputs(tmp_path, monkeypatch):
-    script = SCRIPT.parent / "rl2_transformer.py"
     out = tmp_path / "tf.json"
-    monkeypatch.setattr(sys, "path", [str(SCRIPT.parent), *sys.path])
-    argv = [str(script), "--episodes", "1", "--repeats", "1", "--out", str(out)]
-    monkeypatch.setattr(sys, "argv", argv)
-    runpy.run_path(str(script), run_name="__main__")
+    run_script(
+        monkeypatch, "rl2_transformer.py", "--episodes", "1", "--repeats", "1", "--out", str(out)
+    )
     (row,) = json.loads(out.read_text())["results"]
     assert row["trial_steps"] == 10 and row["max_abs_diff"] < 1e-4
     assert row["cached_s"] > 0 and row["recompute_s"] > 0 and row["collect_gru_s"] > 0
@@ -109,13 +100,10 @@ def test_transformer_sampling_benchmark_compares_equal_outputs(tmp_path, monkeyp
 def test_cartpole_benchmark_reports_the_chosen_meta_learner_against_the_baselines(
     tmp_path, monkeypatch, algorithm
 ):
-    script = SCRIPT.parent / "maml_cartpole.py"
     out = tmp_path / "out.json"
-    argv = [str(script), "--algorithm", algorithm, "--meta-iterations", "1", "--eval-tasks", "4"]
+    argv = ["--algorithm", algorithm, "--meta-iterations", "1", "--eval-tasks", "4"]
     argv += ["--run-dir", str(tmp_path / "run"), "--no-progress", "--out", str(out)]
-    monkeypatch.setattr(sys, "argv", argv)
-    monkeypatch.setattr(sys, "path", [str(SCRIPT.parent), *sys.path])
-    runpy.run_path(str(script), run_name="__main__")
+    run_script(monkeypatch, "maml_cartpole.py", *argv)
     result = json.loads(out.read_text())
     assert result["algorithm"] == algorithm
     assert {algorithm, "scratch", "pretrain"} <= result["returns"].keys()
