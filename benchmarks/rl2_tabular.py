@@ -1,12 +1,13 @@
 """RL² on random tabular MDPs, the RL² paper's Table 2 settings, beside posterior sampling (PSRL),
-greedy planning on the posterior mean MDP and random play, computed on the same held-out MDPs.
+greedy planning on the posterior mean MDP, a myopic Bayesian rule (the action whose posterior mean
+reward is highest in the current state) and random play, computed on the same held-out MDPs.
 
     python benchmarks/rl2_tabular.py --out runs/bench_rl2_tabular.json [--iterations 400]
 
 For each n (episodes of 10 steps per trial): train RL² (a GRU, or `--policy`), report the mean total
 reward over the n episodes on 500 held-out MDPs (`rl2` sampling its actions, `rl2_greedy` taking the
 most likely one). Writes {"results": [{"n", "rl2", "rl2_greedy", "paper", "psrl", "greedy",
-"random", ...}]}.
+"myopic", "random", ...}]}.
 
 A longer setting starts from the model of the previous, shorter one when this run trained it
 (`init_from`, a curriculum over trial length; the paper trained each from scratch, with far more
@@ -42,6 +43,7 @@ TABLE = {  # JSON key: column heading
     "paper": "RL² (paper)",
     "psrl": "PSRL",
     "greedy": "greedy",
+    "myopic": "myopic",
     "random": "random",
     "train_s": "train s",
     "init_from": "start",
@@ -76,7 +78,10 @@ def main() -> None:
             run_dir,
             args.eval_tasks,
             PAPER.get(n),
-            {name: partial(mdp_baseline, name, seed=1) for name in ("psrl", "greedy", "random")},
+            {
+                name: partial(mdp_baseline, name, seed=1)
+                for name in ("psrl", "greedy", "myopic", "random")
+            },
             not args.no_progress,
             start,
             args.evaluate_only,

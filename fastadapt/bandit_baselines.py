@@ -159,10 +159,12 @@ def _bayes_actions(
 def mdp_baseline(
     name: str, family: TabularMDP, tasks: Sequence[TabularMDPTask], episodes: int, seed: int
 ) -> np.ndarray:
-    """Total reward over ``episodes`` episodes of ``random``, ``psrl`` or ``greedy`` on each task.
-    ``greedy`` plans each episode on the posterior mean MDP (the RL² paper's "Greedy"; ties
-    broken at random)."""
-    if name not in ("random", "psrl", "greedy"):
+    """Total reward over ``episodes`` episodes of ``random``, ``psrl``, ``greedy`` or ``myopic`` on
+    each task. ``greedy`` plans each episode on the posterior mean MDP (the RL² paper's "Greedy");
+    ``myopic`` ignores the transitions and takes, at every step, the action with the highest
+    posterior mean reward in the current state, its posterior updated after every step. Ties are
+    broken at random."""
+    if name not in ("random", "psrl", "greedy", "myopic"):
         raise ValueError(f"unknown MDP baseline {name!r}")
     rng = np.random.default_rng(seed)
     S, A, H = family.num_states, family.num_actions, family.horizon
@@ -176,7 +178,7 @@ def mdp_baseline(
     trans_cnt = np.zeros((n, S, A, S))
     total = np.zeros(n)
     for _ in range(episodes):
-        if name != "random":
+        if name in ("psrl", "greedy"):
             post_var = 1.0 / (1.0 + r_cnt)  # prior N(1, 1), noise variance 1
             post_mean = post_var * (1.0 + r_sum)
             if name == "psrl":
@@ -188,7 +190,13 @@ def mdp_baseline(
             policy = _finite_horizon_policy(R, P, H)  # [n, H, S]
         s = np.zeros(n, dtype=int)
         for h in range(H):
-            a = rng.integers(0, A, size=n) if name == "random" else policy[rows, h, s]
+            if name == "random":
+                a = rng.integers(0, A, size=n)
+            elif name == "myopic":
+                q = (1.0 + r_sum[rows, s]) / (1.0 + r_cnt[rows, s])  # posterior mean, prior N(1, 1)
+                a = (q + 1e-9 * rng.random((n, A))).argmax(1)
+            else:
+                a = policy[rows, h, s]
             r = means[rows, s, a] + rng.standard_normal(n)
             s2 = (cdf[rows, s, a] < rng.random(n)[:, None]).sum(1).clip(max=S - 1)
             if name != "random":

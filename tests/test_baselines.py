@@ -10,7 +10,7 @@ from fastadapt.bandit_baselines import (
     mdp_baseline,
     tune_ucb1,
 )
-from fastadapt.tasks import make_family, sample_tasks
+from fastadapt.tasks import TabularMDPTask, make_family, sample_tasks
 
 
 def test_bayes_optimal_value_on_cases_worked_by_hand():
@@ -92,3 +92,22 @@ def test_psrl_and_greedy_planning_beat_random_play_on_tabular_mdps():
     assert greedy.mean() > random.mean() + 15
     with pytest.raises(ValueError, match="unknown MDP baseline 'ucrl2'"):
         mdp_baseline("ucrl2", family, tasks, 10, seed=1)
+
+
+def test_myopic_mdp_baseline_sticks_to_the_first_action_whose_rewards_beat_the_prior_mean():
+    """One state, every action loops back to it: the only action with mean +10 is kept as soon
+    as it is tried (its posterior mean exceeds the prior's 1), a -10 action is never retried."""
+    family = make_family("TabularMDP-v0", num_states=1, num_actions=5, horizon=10)
+    tasks = [
+        TabularMDPTask(
+            reward_means=(tuple(10.0 if a == good else -10.0 for a in range(5)),),
+            transitions=(((1.0,),) * 5,),
+        )
+        for good in range(5)
+    ] * 20
+    myopic = mdp_baseline("myopic", family, tasks, 10, seed=3)
+    # 100 steps: at most 4 bad tries before the good action, then +10 per step (noise sd 1)
+    assert (myopic > 10 * 96 - 10 * 4 - 40).all()
+    assert (myopic < 1000 + 40).all()
+    random = mdp_baseline("random", family, tasks, 10, seed=3)
+    assert random.mean() < -500
