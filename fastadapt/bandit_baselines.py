@@ -179,8 +179,7 @@ def mdp_baseline(
     total = np.zeros(n)
     for _ in range(episodes):
         if name in ("psrl", "greedy"):
-            post_var = 1.0 / (1.0 + r_cnt)  # prior N(1, 1), noise variance 1
-            post_mean = post_var * (1.0 + r_sum)
+            post_mean, post_var = _reward_posterior(r_sum, r_cnt)
             if name == "psrl":
                 R = post_mean + np.sqrt(post_var) * rng.standard_normal((n, S, A))
                 P = _dirichlet(rng, 1.0 + trans_cnt)
@@ -193,8 +192,8 @@ def mdp_baseline(
             if name == "random":
                 a = rng.integers(0, A, size=n)
             elif name == "myopic":
-                q = (1.0 + r_sum[rows, s]) / (1.0 + r_cnt[rows, s])  # posterior mean, prior N(1, 1)
-                a = (q + 1e-9 * rng.random((n, A))).argmax(1)
+                q, _ = _reward_posterior(r_sum[rows, s], r_cnt[rows, s])
+                a = (q + 1e-9 * rng.random((n, A))).argmax(1)  # the noise breaks ties
             else:
                 a = policy[rows, h, s]
             r = means[rows, s, a] + rng.standard_normal(n)
@@ -206,6 +205,13 @@ def mdp_baseline(
             total += r
             s = s2
     return total
+
+
+def _reward_posterior(r_sum: np.ndarray, r_cnt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Posterior mean and variance of each mean reward from its running sum and count: prior
+    N(1, 1), reward noise of variance 1 (the family's own distributions)."""
+    var = 1.0 / (1.0 + r_cnt)
+    return var * (1.0 + r_sum), var
 
 
 def _dirichlet(rng: np.random.Generator, alpha: np.ndarray) -> np.ndarray:

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "rl2_bandits.py"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def run_script(monkeypatch: pytest.MonkeyPatch, name: str, *args: str) -> None:
     """Run ``benchmarks/<name>`` as its command line would, with ``args``."""
-    script = SCRIPT.parent / name
-    monkeypatch.setattr(sys, "path", [str(SCRIPT.parent), *sys.path])
+    script = BENCHMARKS / name
+    monkeypatch.setattr(sys, "path", [str(BENCHMARKS), *sys.path])
     monkeypatch.setattr(sys, "argv", [str(script), *args])
     runpy.run_path(str(script), run_name="__main__")
 
@@ -23,7 +23,7 @@ def run_bandits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *args: str) -> 
     out = tmp_path / "out.json"
     argv = ["--settings", "2x10,2x12", "--iterations", "1", "--eval-tasks", "20"]
     argv += ["--run-root", str(tmp_path / "runs"), "--no-progress", "--out", str(out), *args]
-    run_script(monkeypatch, SCRIPT.name, *argv)
+    run_script(monkeypatch, "rl2_bandits.py", *argv)
     return json.loads(out.read_text())["results"]
 
 
