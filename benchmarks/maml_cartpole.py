@@ -59,8 +59,9 @@ def main() -> None:
     p.add_argument(
         "--outer-lr",
         type=float,
-        default=ProMPConfig.outer_lr,
-        help="ProMP's Adam learning rate (its MuJoCo default learns CartPole slowly; 0.01 does not)",
+        default=None,
+        help="ProMP's Adam learning rate (default: ProMPConfig's; its MuJoCo default learns "
+        "CartPole slowly, 0.01 does not); only with --algorithm promp",
     )
     p.add_argument("--meta-batch-size", type=int, default=20, help="tasks per meta-iteration")
     p.add_argument(
@@ -71,6 +72,10 @@ def main() -> None:
     )
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args()
+    if args.outer_lr is not None and args.algorithm != "promp":
+        p.error(f"--outer-lr is ProMP's; --algorithm {args.algorithm} takes its outer step by TRPO")
+    if args.algorithm == "promp" and args.outer_lr is None:
+        args.outer_lr = ProMPConfig.outer_lr
     t0 = time.perf_counter()
     common = dict(
         env="CartPoleDynamics-v0",

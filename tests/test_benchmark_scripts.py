@@ -115,3 +115,19 @@ def test_cartpole_benchmark_reports_the_chosen_meta_learner_against_the_baseline
         diff = [a - b for a, b in zip(mine, theirs, strict=True)]
         assert lead["mean"] == pytest.approx(diff, abs=1e-6)
     assert algorithm not in result["maml_minus"]
+    if algorithm == "promp":  # the default outer rate is ProMP's own
+        assert result["outer_lr"] == pytest.approx(0.001)
+    else:
+        assert result["outer_lr"] is None
+
+
+@pytest.mark.parametrize("algorithm", ["maml", "metasgd"])
+def test_cartpole_benchmark_refuses_an_outer_lr_its_learner_does_not_take(
+    tmp_path, monkeypatch, capsys, algorithm
+):
+    argv = ["--algorithm", algorithm, "--outer-lr", "0.01", "--out", str(tmp_path / "o.json")]
+    with pytest.raises(SystemExit) as exit_info:
+        run_script(monkeypatch, "maml_cartpole.py", *argv)
+    assert exit_info.value.code == 2
+    assert "--outer-lr is ProMP's" in capsys.readouterr().err
+    assert not (tmp_path / "o.json").exists()
