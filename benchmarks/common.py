@@ -258,6 +258,9 @@ def train_rl2_row(
         "paper": paper,
         "policy": cfg.policy,
         "separate_critic": cfg.separate_critic,
+        "gamma": cfg.gamma,
+        "gae_lambda": cfg.gae_lambda,
+        "seed": cfg.seed,
     }
     for name, fn in baselines.items():
         row[name] = float(fn(learner.family, tasks, n).mean())

@@ -54,6 +54,11 @@ def main() -> None:
     p = rl2_parser(__doc__.splitlines()[0], 500, "runs/bench_rl2_tabular")
     p.add_argument("--iterations", type=int, default=400, help="RL² iterations per setting")
     p.add_argument("--settings", default="10,25")
+    p.add_argument("--gamma", type=float, default=0.99, help="discount over the trial")
+    p.add_argument("--gae-lambda", type=float, default=0.3, help="GAE lambda over the trial")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seeds training and the held-out MDPs (and baselines)"
+    )
     args = p.parse_args()
     results = []
     trained: set[Path] = set()  # runs trained anew here: what starts from them is never reused
@@ -68,9 +73,11 @@ def main() -> None:
             meta_batch_size=128,
             lr=1e-3,
             entropy_coef=0.03,
-            gae_lambda=0.3,
+            gamma=args.gamma,
+            gae_lambda=args.gae_lambda,
             meta_iterations=args.iterations,
             checkpoint_every=100,
+            seed=args.seed,
         )
         row = {"n": n}
         row |= train_rl2_row(

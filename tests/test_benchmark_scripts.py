@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from fastadapt.runs import read_config
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -131,3 +133,23 @@ def test_cartpole_benchmark_refuses_an_outer_lr_its_learner_does_not_take(
     assert exit_info.value.code == 2
     assert "--outer-lr is ProMP's" in capsys.readouterr().err
     assert not (tmp_path / "o.json").exists()
+
+
+def test_tabular_benchmark_trains_with_the_chosen_discount_and_seed(tmp_path, monkeypatch):
+    out = tmp_path / "tab.json"
+    argv = ["--settings", "2,3", "--iterations", "1", "--eval-tasks", "6", "--gamma", "0.7"]
+    argv += ["--seed", "3", "--run-root", str(tmp_path / "runs"), "--no-progress"]
+    run_script(monkeypatch, "rl2_tabular.py", *argv, "--out", str(out))
+    short, long = json.loads(out.read_text())["results"]
+    assert (short["n"], short["init_from"], long["n"], long["init_from"]) == (
+        2,
+        "scratch",
+        3,
+        "n=2",
+    )
+    for row in (short, long):
+        assert {"rl2", "rl2_greedy", "psrl", "greedy", "myopic", "random"} <= row.keys()
+        assert (row["gamma"], row["gae_lambda"], row["seed"]) == (0.7, 0.3, 3)
+        assert row["paper"] is None  # the paper has figures for n = 10 and 25 only
+    config = read_config(tmp_path / "runs" / "n3")["config"]  # what the run trained with
+    assert (config["gamma"], config["seed"], config["episodes_per_task"]) == (0.7, 3, 3)
