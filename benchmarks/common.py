@@ -130,8 +130,9 @@ def rl2_run_name(args: argparse.Namespace, setting: str) -> str:
 
 def from_shorter_trials(args: argparse.Namespace) -> bool:
     """Whether a longer setting may start from the shorter one's model (the curriculum): not with
-    ``--from-scratch``, nor for a Transformer, whose position table is sized by the trial."""
-    return not args.from_scratch and args.policy != "transformer"
+    ``--from-scratch``. (A Transformer takes the shorter run's position rows for the steps both
+    trials have; RL2.fit_init_tensors.)"""
+    return not args.from_scratch
 
 
 def rl2_parser(description: str, eval_tasks: int, run_root: str) -> argparse.ArgumentParser:
@@ -142,8 +143,7 @@ def rl2_parser(description: str, eval_tasks: int, run_root: str) -> argparse.Arg
         choices=list(SEQUENCE_POLICIES),
         default="gru",
         help="the sequence model: gru (256 units), lstm (256) or transformer (2 layers of "
-        "width 128, 4 heads, lr 5e-4); a transformer trains every setting from scratch (its "
-        "position table is sized by the trial's length)",
+        "width 128, 4 heads, lr 5e-4)",
     )
     p.add_argument(
         "--separate-critic",

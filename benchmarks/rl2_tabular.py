@@ -52,7 +52,12 @@ TABLE = {  # JSON key: column heading
 
 def main() -> None:
     p = rl2_parser(__doc__.splitlines()[0], 500, "runs/bench_rl2_tabular")
-    p.add_argument("--iterations", type=int, default=400, help="RL² iterations per setting")
+    p.add_argument(
+        "--iterations",
+        default="400",
+        help="RL² iterations per setting: one number for every setting, or one per setting "
+        "(comma-separated, in the order of --settings)",
+    )
     p.add_argument("--settings", default="10,25")
     p.add_argument("--gamma", type=float, default=0.99, help="discount over the trial")
     p.add_argument("--gae-lambda", type=float, default=0.3, help="GAE lambda over the trial")
@@ -60,10 +65,16 @@ def main() -> None:
         "--seed", type=int, default=0, help="seeds training and the held-out MDPs (and baselines)"
     )
     args = p.parse_args()
+    settings = [int(x) for x in args.settings.split(",")]
+    iterations = [int(x) for x in args.iterations.split(",")]
+    if len(iterations) == 1:
+        iterations *= len(settings)
+    if len(iterations) != len(settings):
+        p.error(f"--iterations gives {len(iterations)} numbers for {len(settings)} settings")
     results = []
     trained: set[Path] = set()  # runs trained anew here: what starts from them is never reused
     previous: tuple[int, Path] | None = None  # (n, run directory) of the last setting
-    for n in (int(x) for x in args.settings.split(",")):
+    for n, n_iterations in zip(settings, iterations, strict=True):
         shorter = previous is not None and previous[0] < n and from_shorter_trials(args)
         start = (f"n={previous[0]}", previous[1]) if shorter else None
         run_dir = args.run_root / rl2_run_name(args, f"n{n}")
@@ -75,7 +86,7 @@ def main() -> None:
             entropy_coef=0.03,
             gamma=args.gamma,
             gae_lambda=args.gae_lambda,
-            meta_iterations=args.iterations,
+            meta_iterations=n_iterations,
             checkpoint_every=100,
             seed=args.seed,
         )

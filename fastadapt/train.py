@@ -211,8 +211,12 @@ def init_from_run(learner: Any, path: Path | str) -> None:
     """Copy the parameters of another run's model (``path``: its directory or a checkpoint file)
     into ``learner``; they must match by name and shape. The statistics that give them their units
     (the learner's ``param_meta``, e.g. RL²'s critic normalization) come along when the model has
-    them; optimizer state and counters stay fresh."""
+    them; optimizer state and counters stay fresh. A learner may first fit tensors whose size
+    depends on the run's settings (``fit_init_tensors``: RL²'s Transformer takes a run's position
+    table for trials of another length)."""
     tensors, meta = read_model(path)
+    if hasattr(learner, "fit_init_tensors"):
+        tensors = learner.fit_init_tensors(tensors)
     _check_tensors(learner, tensors, prefix="param.", source=f"init_from {path}")
     unpack_state(learner.trainable(), None, tensors, learner.device)
     for key in getattr(learner, "param_meta", ()):

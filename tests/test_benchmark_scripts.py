@@ -79,11 +79,11 @@ def test_bandit_benchmark_reuses_only_runs_whose_start_was_not_retrained(tmp_pat
     # a separate critic: its own runs
     sep = run_bandits(tmp_path, monkeypatch, "--settings", "2x10", "--separate-critic")
     assert sep[0]["separate_critic"] and (tmp_path / "runs" / "sepcritic_k2_n10").is_dir()
-    # a Transformer: its own runs, every setting from scratch
+    # a Transformer: its own runs, the longer trials starting from the shorter ones' model too
     tf = run_bandits(tmp_path, monkeypatch, *stages, "--policy", "transformer", "--reuse")
     assert [(r["policy"], r["init_from"], r["reused"]) for r in tf] == [
         ("transformer", "scratch", False),
-        ("transformer", "scratch", False),
+        ("transformer", "k=2 n=10", False),
     ]
     assert (tmp_path / "runs" / "transformer_k2_n12_fine").is_dir()
 
@@ -137,7 +137,7 @@ def test_cartpole_benchmark_refuses_an_outer_lr_its_learner_does_not_take(
 
 def test_tabular_benchmark_trains_with_the_chosen_discount_and_seed(tmp_path, monkeypatch):
     out = tmp_path / "tab.json"
-    argv = ["--settings", "2,3", "--iterations", "1", "--eval-tasks", "6", "--gamma", "0.7"]
+    argv = ["--settings", "2,3", "--iterations", "1,2", "--eval-tasks", "6", "--gamma", "0.7"]
     argv += ["--seed", "3", "--run-root", str(tmp_path / "runs"), "--no-progress"]
     run_script(monkeypatch, "rl2_tabular.py", *argv, "--out", str(out))
     short, long = json.loads(out.read_text())["results"]
@@ -151,5 +151,9 @@ def test_tabular_benchmark_trains_with_the_chosen_discount_and_seed(tmp_path, mo
         assert {"rl2", "rl2_greedy", "psrl", "greedy", "myopic", "random"} <= row.keys()
         assert (row["gamma"], row["gae_lambda"], row["seed"]) == (0.7, 0.3, 3)
         assert row["paper"] is None  # the paper has figures for n = 10 and 25 only
+    assert (short["iterations"], long["iterations"]) == (1, 2)  # one number per setting
     config = read_config(tmp_path / "runs" / "n3")["config"]  # what the run trained with
     assert (config["gamma"], config["seed"], config["episodes_per_task"]) == (0.7, 3, 3)
+    # a count of iterations per setting must name every setting
+    with pytest.raises(SystemExit):
+        run_script(monkeypatch, "rl2_tabular.py", "--settings", "2,3", "--iterations", "1,2,3")

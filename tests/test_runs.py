@@ -355,3 +355,32 @@ def test_rl2_separate_critic_survives_a_checkpoint(tmp_path):
     again = dataclasses.replace(cfg, init_from=str(tmp_path / "shared"))
     with pytest.raises(CheckpointError, match="lacks tensor 'param.critic_core"):
         train(make_learner("rl2", again), tmp_path / "again", progress=False)
+
+
+def test_a_transformer_starts_from_a_run_on_trials_of_another_length(tmp_path):
+    from fastadapt.train import init_from_run
+
+    short = tiny_rl2(policy="transformer", heads=2, layers=1, separate_critic=True)
+    train(make_learner("rl2", short), tmp_path / "short", progress=False)
+    src = final_params(tmp_path / "short")
+    assert src["pos"].shape == (3, 16)  # one row per step of a 3-pull trial
+    longer = dataclasses.replace(short, episodes_per_task=7)
+    learner = make_learner("rl2", longer)
+    fresh = {k: v.detach().clone() for k, v in learner.trainable().items()}
+    init_from_run(learner, tmp_path / "short")
+    got = learner.trainable()
+    for name in ("pos", "critic_pos"):  # the rows both have are the short run's, the rest fresh
+        assert torch.equal(got[name][:3].detach(), src[name])
+        assert torch.equal(got[name][3:].detach(), fresh[name][3:])
+        assert not torch.equal(fresh[name][:3], src[name])
+    assert all(torch.equal(got[k].detach(), src[k]) for k in src if not k.endswith("pos"))
+    # and back: a shorter trial takes the first rows of a longer run's table
+    warm = dataclasses.replace(longer, init_from=str(tmp_path / "short"))
+    train(make_learner("rl2", warm), tmp_path / "long", progress=False)
+    back = make_learner("rl2", dataclasses.replace(short, episodes_per_task=2))
+    init_from_run(back, tmp_path / "long")
+    assert torch.equal(back.trainable()["pos"].detach(), final_params(tmp_path / "long")["pos"][:2])
+    # another width is still refused, position table included
+    wide = dataclasses.replace(longer, hidden_size=32, init_from=str(tmp_path / "short"))
+    with pytest.raises(CheckpointError, match="init_from .* has shape"):
+        train(make_learner("rl2", wide), tmp_path / "wide", progress=False)

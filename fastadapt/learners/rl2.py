@@ -177,6 +177,27 @@ class RL2(Checkpointable):
     def trainable(self) -> dict[str, torch.Tensor]:
         return dict(self.policy.named_parameters())
 
+    def fit_init_tensors(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Another run's tensors, with a Transformer's position tables (``param.pos``,
+        ``param.critic_pos``) fitted to this run's trial length, so a policy trained on shorter
+        (or longer) trials can start this one: the rows both tables have are the other run's, the
+        positions only this run reaches keep this model's fresh rows. Other tensors pass as they
+        are (and are checked by the caller)."""
+        if self.policy.kind != "transformer":
+            return tensors
+        out = dict(tensors)
+        for name, mine in self.trainable().items():
+            theirs = tensors.get(f"param.{name}")
+            if not name.endswith("pos") or theirs is None or theirs.dim() != 2:
+                continue
+            if theirs.shape[1] != mine.shape[1] or theirs.shape[0] == mine.shape[0]:
+                continue  # another width is refused by the caller; the same length needs nothing
+            fitted = mine.detach().cpu().clone()
+            rows = min(theirs.shape[0], mine.shape[0])
+            fitted[:rows] = theirs[:rows]
+            out[f"param.{name}"] = fitted
+        return out
+
     def step(self) -> dict[str, float]:
         """Run one iteration and return its metrics."""
         cfg, it, pol = self.config, self.iteration, self.policy
