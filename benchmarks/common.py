@@ -135,13 +135,16 @@ def from_shorter_trials(args: argparse.Namespace) -> bool:
     return not args.from_scratch
 
 
-def rl2_parser(description: str, eval_tasks: int, run_root: str) -> argparse.ArgumentParser:
-    """The options both RL² benchmarks take (besides their settings and iterations)."""
+def rl2_parser(
+    description: str, eval_tasks: int, run_root: str, policy: str = "gru"
+) -> argparse.ArgumentParser:
+    """The options both RL² benchmarks take (besides their settings and iterations); ``policy``
+    is the script's default sequence model."""
     p = parser(description)
     p.add_argument(
         "--policy",
         choices=list(SEQUENCE_POLICIES),
-        default="gru",
+        default=policy,
         help="the sequence model: gru (256 units), lstm (256) or transformer (2 layers of "
         "width 128, 4 heads, lr 5e-4)",
     )

@@ -150,9 +150,10 @@ def test_tabular_benchmark_trains_with_the_chosen_discount_and_seed(tmp_path, mo
     for row in (short, long):
         assert {"rl2", "rl2_greedy", "psrl", "greedy", "myopic", "random"} <= row.keys()
         assert (row["gamma"], row["gae_lambda"], row["seed"]) == (0.7, 0.3, 3)
+        assert row["policy"] == "transformer"  # this benchmark's default
         assert row["paper"] is None  # the paper has figures for n = 10 and 25 only
     assert (short["iterations"], long["iterations"]) == (1, 2)  # one number per setting
-    config = read_config(tmp_path / "runs" / "n3")["config"]  # what the run trained with
+    config = read_config(tmp_path / "runs" / "transformer_n3")["config"]  # what the run trained with
     assert (config["gamma"], config["seed"], config["episodes_per_task"]) == (0.7, 3, 3)
     # a count of iterations per setting must name every setting
     with pytest.raises(SystemExit):
