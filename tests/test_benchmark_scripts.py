@@ -153,7 +153,8 @@ def test_tabular_benchmark_trains_with_the_chosen_discount_and_seed(tmp_path, mo
         assert row["policy"] == "transformer"  # this benchmark's default
         assert row["paper"] is None  # the paper has figures for n = 10 and 25 only
     assert (short["iterations"], long["iterations"]) == (1, 2)  # one number per setting
-    config = read_config(tmp_path / "runs" / "transformer_n3")["config"]  # what the run trained with
+    run = tmp_path / "runs" / "transformer_n3"
+    config = read_config(run)["config"]  # what the run itself trained with
     assert (config["gamma"], config["seed"], config["episodes_per_task"]) == (0.7, 3, 3)
     # a count of iterations per setting must name every setting
     with pytest.raises(SystemExit):
