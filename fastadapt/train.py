@@ -215,8 +215,7 @@ def init_from_run(learner: Any, path: Path | str) -> None:
     depends on the run's settings (``fit_init_tensors``: RL²'s Transformer takes a run's position
     table for trials of another length)."""
     tensors, meta = read_model(path)
-    if hasattr(learner, "fit_init_tensors"):
-        tensors = learner.fit_init_tensors(tensors)
+    tensors = learner.fit_init_tensors(tensors)
     _check_tensors(learner, tensors, prefix="param.", source=f"init_from {path}")
     unpack_state(learner.trainable(), None, tensors, learner.device)
     for key in getattr(learner, "param_meta", ()):

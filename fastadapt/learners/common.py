@@ -53,6 +53,11 @@ class Checkpointable:
             **{k: getattr(self, k) for k in self.extra_meta},
         }
 
+    def fit_init_tensors(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Another run's tensors fitted to this learner before ``init_from`` copies them (sizes
+        that depend on the run's settings); by default unchanged."""
+        return tensors
+
     def load_state(self: Any, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         """Restore from :meth:`state_tensors` / :meth:`state_meta` (shapes already checked)."""
         unpack_state(self.trainable(), self.optimizer, tensors, self.device)

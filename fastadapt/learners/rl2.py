@@ -186,16 +186,14 @@ class RL2(Checkpointable):
         if self.policy.kind != "transformer":
             return tensors
         out = dict(tensors)
-        for name, mine in self.trainable().items():
-            theirs = tensors.get(f"param.{name}")
-            if not name.endswith("pos") or theirs is None or theirs.dim() != 2:
-                continue
-            if theirs.shape[1] != mine.shape[1] or theirs.shape[0] == mine.shape[0]:
-                continue  # another width is refused by the caller; the same length needs nothing
+        for prefix in self.policy.streams:
+            mine, theirs = getattr(self.policy, prefix + "pos"), tensors.get(f"param.{prefix}pos")
+            if theirs is None or theirs.shape[1:] != mine.shape[1:]:
+                continue  # missing or of another width: refused by the caller
             fitted = mine.detach().cpu().clone()
             rows = min(theirs.shape[0], mine.shape[0])
             fitted[:rows] = theirs[:rows]
-            out[f"param.{name}"] = fitted
+            out[f"param.{prefix}pos"] = fitted
         return out
 
     def step(self) -> dict[str, float]:
