@@ -115,16 +115,19 @@ SEQUENCE_POLICIES: dict[str, dict[str, Any]] = {
 
 
 def sequence_model(args: argparse.Namespace) -> dict[str, Any]:
-    """The RL2Config fields of ``--policy`` and ``--separate-critic``."""
-    return SEQUENCE_POLICIES[args.policy] | (
-        {"separate_critic": True} if args.separate_critic else {}
+    """The RL2Config fields of ``--policy``, ``--separate-critic`` and ``--prev-obs-inputs``."""
+    return (
+        SEQUENCE_POLICIES[args.policy]
+        | ({"separate_critic": True} if args.separate_critic else {})
+        | ({"prev_obs_inputs": True} if args.prev_obs_inputs else {})
     )
 
 
 def rl2_run_name(args: argparse.Namespace, setting: str) -> str:
     """A run directory's name under --run-root: the shared-critic GRU's runs keep the bare
-    setting's name, others are prefixed (``transformer_``, ``sepcritic_``)."""
+    setting's name, others are prefixed (``transformer_``, ``sepcritic_``, ``prevobs_``)."""
     prefix = "" if args.policy == "gru" else f"{args.policy}_"
+    prefix = ("prevobs_" if args.prev_obs_inputs else "") + prefix
     return ("sepcritic_" if args.separate_critic else "") + prefix + setting
 
 
@@ -152,6 +155,12 @@ def rl2_parser(
         "--separate-critic",
         action="store_true",
         help="give the critic its own sequence model (RL2Config.separate_critic)",
+    )
+    p.add_argument(
+        "--prev-obs-inputs",
+        action="store_true",
+        help="also feed the observation the previous action was taken in "
+        "(RL2Config.prev_obs_inputs)",
     )
     p.add_argument("--eval-tasks", type=int, default=eval_tasks)
     p.add_argument("--run-root", type=Path, default=Path(run_root))
@@ -261,6 +270,7 @@ def train_rl2_row(
         "paper": paper,
         "policy": cfg.policy,
         "separate_critic": cfg.separate_critic,
+        "prev_obs_inputs": cfg.prev_obs_inputs,
         "gamma": cfg.gamma,
         "gae_lambda": cfg.gae_lambda,
         "seed": cfg.seed,

@@ -176,8 +176,10 @@ class TrialAgent:
         """Start a new trial: forget everything seen (the state the policy was trained from)."""
         self._state = self.policy.initial_state(1, self.device)
         zero = torch.zeros(1, device=self.device)
-        # the previous step's action (encoded), reward and done flag
+        # the previous step's action (encoded), reward and done flag, and its observation
         self._prev = (torch.zeros(1, self.policy.action_dim, device=self.device), zero, zero)
+        self._prev_obs = torch.zeros(1, self.policy.obs_dim, device=self.device)
+        self._obs = self._prev_obs
         self._action: torch.Tensor | None = None
         self.episode, self.step_in_episode = 0, 0
 
@@ -193,7 +195,8 @@ class TrialAgent:
         if self._action is not None:
             raise ConfigError("act() twice without observe(): report each step's outcome")
         clock = (self.step_in_episode / self.horizon, self.episode / self.trial_episodes)
-        x = self.policy.step_input(x, *self._prev, clock)
+        self._obs = x
+        x = self.policy.step_input(x, *self._prev, clock, self._prev_obs)
         dist, _, self._state = self.policy.step(x, self._state)
         ops = self.policy.dist_ops
         self._action = ops.mode(dist) if deterministic else ops.sample(dist, self._gen)
@@ -208,6 +211,7 @@ class TrialAgent:
         done = bool(terminated or truncated)
         r, d = (torch.tensor([float(x)], device=self.device) for x in (reward, done))
         self._prev = (self.policy.encode_action(self._action).reshape(1, -1), r, d)
+        self._prev_obs = self._obs
         self._action = None
         self.step_in_episode = 0 if done else self.step_in_episode + 1
         self.episode += int(done)

@@ -240,6 +240,11 @@ class RL2Config(CommonConfig):
     time_inputs: bool = False
     """Also feed the policy a clock: the step within the episode and the episode within the trial,
     each as a fraction (the RL² paper's input has neither; the recurrent state must count)."""
+    prev_obs_inputs: bool = False
+    """Also feed the policy the observation its previous action was taken in, so one step's input
+    holds the whole previous transition (state, action, reward) beside the current observation
+    (the RL² paper's input has only the current one). A Transformer then reads a transition from
+    one position instead of pairing two; the tabular benchmark uses it at long trials."""
     separate_critic: bool = False
     """Give the critic its own sequence model (same kind and size) instead of sharing the actor's,
     so value-loss gradients do not shape the actor's memory (doubles the model)."""

@@ -2,8 +2,9 @@
 
 The input at step ``t`` of a trial is ``(obs_t, prev_action, prev_reward, prev_done)``: the previous
 step's action (one-hot if discrete), reward, and whether that step ended an episode; with
-``time_inputs`` also a clock: ``(step within the episode / horizon, episode within the trial /
-episodes)``, both in [0, 1). The hidden state (for the Transformer, a cache of every layer's keys
+``time_inputs`` then a clock: ``(step within the episode / horizon, episode within the trial /
+episodes)``, both in [0, 1); with ``prev_obs_inputs`` last the observation that previous action
+was taken in (so one step's input holds the whole previous transition). The hidden state (for the Transformer, a cache of every layer's keys
 and values, so a step attends to the trial so far without recomputing it) runs across the episodes
 of one trial and starts fresh with each trial. Each policy has an actor head (categorical logits, or
 a Gaussian mean with a state-independent log-std) and a critic head, both on one sequence model or,
@@ -36,9 +37,12 @@ class KVCache(NamedTuple):
     used: int
 
 
-def rl2_input_dim(obs_dim: int, action_dim: int, time_inputs: bool = False) -> int:
-    """Width of an RL² input: observation, previous action, reward and done flag (and the clock)."""
-    return obs_dim + action_dim + 2 + (2 if time_inputs else 0)
+def rl2_input_dim(
+    obs_dim: int, action_dim: int, time_inputs: bool = False, prev_obs_inputs: bool = False
+) -> int:
+    """Width of an RL² input: observation, previous action, reward and done flag (and the clock,
+    and the previous observation)."""
+    return obs_dim * (2 if prev_obs_inputs else 1) + action_dim + 2 + (2 if time_inputs else 0)
 
 
 class SequencePolicy(nn.Module):
@@ -57,6 +61,7 @@ class SequencePolicy(nn.Module):
         init_log_std: float = 0.0,
         time_inputs: bool = False,
         separate_critic: bool = False,
+        prev_obs_inputs: bool = False,
     ) -> None:
         super().__init__()
         if kind not in KINDS:
@@ -72,7 +77,7 @@ class SequencePolicy(nn.Module):
             kind,
         )
         self.hidden, self.max_len, self.time_inputs = hidden, max_len, time_inputs
-        self.separate_critic = separate_critic
+        self.separate_critic, self.prev_obs_inputs = separate_critic, prev_obs_inputs
         for prefix in self.streams:
             self._build_stream(prefix, layers, heads)
         self.actor = nn.Linear(hidden, action_dim)
@@ -111,7 +116,7 @@ class SequencePolicy(nn.Module):
     @property
     def input_dim(self) -> int:
         """Width of one step's input."""
-        return rl2_input_dim(self.obs_dim, self.action_dim, self.time_inputs)
+        return rl2_input_dim(self.obs_dim, self.action_dim, self.time_inputs, self.prev_obs_inputs)
 
     def encode_action(self, action: torch.Tensor) -> torch.Tensor:
         """An action as the next step's input sees it, ``[B, action_dim]``: one-hot if discrete."""
@@ -126,14 +131,19 @@ class SequencePolicy(nn.Module):
         prev_reward: torch.Tensor,
         prev_done: torch.Tensor,
         clock: tuple[float, float],
+        prev_obs: torch.Tensor,
     ) -> torch.Tensor:
         """One step's input ``[B, input_dim]`` from ``obs [B, obs_dim]``, the previous action
-        (:meth:`encode_action`; zeros at a trial's start), reward and done flag ``[B]``, and
+        (:meth:`encode_action`; zeros at a trial's start), reward and done flag ``[B]``,
         ``clock = (step within the episode / horizon, episode / episodes)`` (read only with
-        ``time_inputs``): what the policy sees, when sampling trials and when acting."""
+        ``time_inputs``) and the observation the previous action was taken in (``[B, obs_dim]``,
+        zeros at a trial's start; read only with ``prev_obs_inputs``): what the policy sees, when
+        sampling trials and when acting."""
         parts = [obs, prev_action, prev_reward[:, None], prev_done[:, None].float()]
         if self.time_inputs:
             parts.append(torch.tensor([clock], device=obs.device).expand(obs.shape[0], 2))
+        if self.prev_obs_inputs:
+            parts.append(prev_obs)
         return torch.cat(parts, 1)
 
     # ---- the core -------------------------------------------------------------------------------
@@ -277,4 +287,5 @@ def describe(policy: SequencePolicy) -> dict[str, Any]:
         # only when set, so checkpoints from before the option still match
         **({"time_inputs": True} if policy.time_inputs else {}),
         **({"separate_critic": True} if policy.separate_critic else {}),
+        **({"prev_obs_inputs": True} if policy.prev_obs_inputs else {}),
     }

@@ -240,15 +240,16 @@ def test_rl2_through_the_cli(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    "kind, clock, separate",
+    "kind, clock, separate, prev_obs",
     [
-        ("gru", False, False),
-        ("transformer", False, False),
-        ("gru", True, False),
-        ("gru", False, True),
+        ("gru", False, False, False),
+        ("transformer", False, False, False),
+        ("gru", True, False, False),
+        ("gru", False, True, False),
+        ("transformer", True, False, True),
     ],
 )
-def test_trial_agent_sees_what_the_trained_policy_saw(kind, clock, separate):
+def test_trial_agent_sees_what_the_trained_policy_saw(kind, clock, separate, prev_obs):
 
     from fastadapt.config import RL2Config
     from fastadapt.learners.rl2 import RL2, collect_trials
@@ -262,6 +263,7 @@ def test_trial_agent_sees_what_the_trained_policy_saw(kind, clock, separate):
         heads=2,
         time_inputs=clock,
         separate_critic=separate,
+        prev_obs_inputs=prev_obs,
     )
     learner = RL2(cfg)
     tasks = sample_tasks(learner.family, 2, seed=0)

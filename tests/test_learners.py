@@ -124,6 +124,39 @@ def test_rl2_hidden_state_carries_across_episodes_and_resets_between_trials():
     assert not torch.allclose(v_fresh[:, 0], t1.values[:, 3])
 
 
+def test_rl2_prev_obs_inputs_hold_the_previous_transition():
+    family = make_family("CartPoleDynamics-v0")  # episodes of different lengths
+    pol = SequencePolicy(
+        4,
+        2,
+        True,
+        "transformer",
+        hidden=8,
+        heads=2,
+        max_len=1500,
+        time_inputs=True,
+        prev_obs_inputs=True,
+    )
+    assert pol.input_dim == rl2_input_dim(4, 2, time_inputs=True) + 4
+    assert pol.input_dim == rl2_input_dim(4, 2, True, True)
+    trials = collect_trials(family, pol, sample_tasks(family, 3, 0), 3, seed=0)
+    for b in range(3):
+        L = int(trials.mask[b].sum())
+        obs, prev_obs = trials.inputs[b, :L, :4], trials.inputs[b, :L, -4:]
+        # the observation the previous action was taken in, across episode ends too; none at first
+        torch.testing.assert_close(prev_obs[1:], obs[:-1])
+        assert not prev_obs[0].any()
+        assert trials.inputs[b, :L, 4 + 2 + 1].sum() == 2  # two episode ends inside the trial
+    # the policy reads it: recomputing over the stored inputs gives the recorded values, and
+    # changing only the previous observations changes them
+    _, v, _ = pol(trials.inputs)
+    torch.testing.assert_close(v * trials.mask, trials.values)
+    other = trials.inputs.clone()
+    other[:, :, -4:] += 1.0
+    _, v_other, _ = pol(other)
+    assert not torch.allclose(v_other, v)
+
+
 def test_rl2_clock_inputs_count_steps_and_episodes():
     family = make_family("CartPoleDynamics-v0")  # episodes of different lengths
     pol = SequencePolicy(4, 2, True, "gru", hidden=8, time_inputs=True)

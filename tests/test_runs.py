@@ -341,6 +341,17 @@ def test_rl2_clock_inputs_survive_a_checkpoint(tmp_path):
         train(make_learner("rl2", plain), tmp_path / "plain", progress=False)
 
 
+def test_rl2_prev_obs_inputs_survive_a_checkpoint(tmp_path):
+    cfg = tiny_rl2(prev_obs_inputs=True, policy="transformer", heads=2)
+    train(make_learner("rl2", cfg), tmp_path / "po", progress=False)
+    back = load_learner(tmp_path / "po")
+    # obs, 5 arms, reward, done, previous obs
+    assert back.policy.prev_obs_inputs and back.policy.input_dim == 1 + 5 + 2 + 1
+    plain = dataclasses.replace(cfg, prev_obs_inputs=False, init_from=str(tmp_path / "po"))
+    with pytest.raises(CheckpointError, match=r"tensor 'param.embed.weight' has shape"):
+        train(make_learner("rl2", plain), tmp_path / "plain", progress=False)
+
+
 def test_rl2_separate_critic_survives_a_checkpoint(tmp_path):
     cfg = tiny_rl2(separate_critic=True, meta_iterations=2, checkpoint_every=1)
     learner = make_learner("rl2", cfg)

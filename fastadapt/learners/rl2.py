@@ -89,12 +89,13 @@ def collect_trials(
     prev_a = torch.zeros(B, A, device=device)
     prev_r = torch.zeros(B, device=device)
     prev_d = torch.zeros(B, device=device)
+    prev_o = torch.zeros(B, policy.obs_dim, device=device)
     for j in range(episodes):
         obs = env.reset()
         alive = torch.ones(B, dtype=torch.bool, device=device)
         for t in range(H):
             obs_t = torch.as_tensor(obs, device=device)
-            x = policy.step_input(obs_t, prev_a, prev_r, prev_d, (t / H, j / episodes))
+            x = policy.step_input(obs_t, prev_a, prev_r, prev_d, (t / H, j / episodes), prev_o)
             inputs[rows[alive], pos[alive]] = x[alive]
             dist, v, new_state = policy.step(x, state)
             state = select_state(new_state, state, alive)
@@ -113,6 +114,7 @@ def collect_trials(
             prev_a = torch.where(alive[:, None], policy.encode_action(a), prev_a)
             prev_r = torch.where(alive, r_t, prev_r)
             prev_d = torch.where(alive, ended.float(), prev_d)
+            prev_o = torch.where(alive[:, None], obs_t.float(), prev_o)
             pos = pos + alive.long()
             alive = alive & ~ended
             if not alive.any():
@@ -167,6 +169,7 @@ class RL2(Checkpointable):
             init_log_std=config.init_log_std,
             time_inputs=config.time_inputs,
             separate_critic=config.separate_critic,
+            prev_obs_inputs=config.prev_obs_inputs,
         ).to(self.device)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.lr, eps=1e-5)
         self.task_sampler = make_task_sampler(config, self.family)
