@@ -65,6 +65,13 @@ def main() -> None:
     )
     p.add_argument("--meta-batch-size", type=int, default=20, help="tasks per meta-iteration")
     p.add_argument(
+        "--gae-lambda",
+        type=float,
+        default=1.0,
+        help="GAE lambda of the inner and outer advantages (1: Monte Carlo returns minus the "
+        "linear baseline, as in the MAML paper)",
+    )
+    p.add_argument(
         "--eval-tasks",
         type=int,
         default=40,
@@ -85,7 +92,7 @@ def main() -> None:
         num_inner_steps=args.inner_steps,
         inner_lr=(args.inner_lr, args.inner_lr / 2),
         gamma=0.99,
-        gae_lambda=1.0,
+        gae_lambda=args.gae_lambda,
         seed=args.seed,
         checkpoint_every=50,
     )
@@ -146,6 +153,7 @@ def main() -> None:
             "maml_minus": {k: {"mean": v["mean"], "ci95": v["ci95"]} for k, v in paired.items()},
             "inner_lr": args.inner_lr,
             "inner_steps": args.inner_steps,
+            "gae_lambda": args.gae_lambda,
             "algorithm": args.algorithm,
             "outer_lr": args.outer_lr if args.algorithm == "promp" else None,
             "meta_batch_size": args.meta_batch_size,

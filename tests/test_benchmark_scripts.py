@@ -105,9 +105,10 @@ def test_cartpole_benchmark_reports_the_chosen_meta_learner_against_the_baseline
     out = tmp_path / "out.json"
     argv = ["--algorithm", algorithm, "--meta-iterations", "1", "--eval-tasks", "4"]
     argv += ["--run-dir", str(tmp_path / "run"), "--no-progress", "--out", str(out)]
-    run_script(monkeypatch, "maml_cartpole.py", *argv)
+    run_script(monkeypatch, "maml_cartpole.py", *argv, "--gae-lambda", "0.9")
     result = json.loads(out.read_text())
     assert result["algorithm"] == algorithm
+    assert result["gae_lambda"] == 0.9 == read_config(tmp_path / "run")["config"]["gae_lambda"]
     assert {algorithm, "scratch", "pretrain"} <= result["returns"].keys()
     assert all(len(r) == 4 for r in result["returns"].values())
     # the paired lead is the learner's per-task return minus the baseline's, averaged over tasks
