@@ -139,10 +139,15 @@ def from_shorter_trials(args: argparse.Namespace) -> bool:
 
 
 def rl2_parser(
-    description: str, eval_tasks: int, run_root: str, policy: str = "gru"
+    description: str,
+    eval_tasks: int,
+    run_root: str,
+    policy: str = "gru",
+    prev_obs: bool = False,
 ) -> argparse.ArgumentParser:
     """The options both RL² benchmarks take (besides their settings and iterations); ``policy``
-    is the script's default sequence model."""
+    is the script's default sequence model, ``prev_obs`` whether its inputs hold the previous
+    observation by default."""
     p = parser(description)
     p.add_argument(
         "--policy",
@@ -158,7 +163,8 @@ def rl2_parser(
     )
     p.add_argument(
         "--prev-obs-inputs",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=prev_obs,
         help="also feed the observation the previous action was taken in "
         "(RL2Config.prev_obs_inputs)",
     )

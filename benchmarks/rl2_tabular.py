@@ -10,9 +10,11 @@ one). Writes {"results": [{"n", "rl2", "rl2_greedy", "paper", "psrl", "greedy", 
 "random", ...}]}.
 
 The defaults are the recipe that reaches the paper's figures on this machine: the causal
-Transformer (`--policy`; 2 layers of width 128), discount 0.7 over the trial (`--gamma`; 0.99
-learns the per-state reward memory far more slowly), 1200 iterations at n = 10, then 300 at n = 25
-starting from the n = 10 model (about 90 minutes with one thread).
+Transformer (`--policy`; 2 layers of width 128) whose input at each step also holds the
+observation the previous action was taken in (`--prev-obs-inputs`, on by default here: one
+position then holds a whole transition), discount 0.7 over the trial (`--gamma`; 0.99 learns the
+per-state reward memory far more slowly), 400 iterations at n = 10, then 300 at n = 25 starting
+from the n = 10 model (about an hour with one thread).
 
 A longer setting starts from the model of the previous, shorter one when this run trained it
 (`init_from`, a curriculum over trial length; the paper trained each from scratch, with far more
@@ -56,12 +58,14 @@ TABLE = {  # JSON key: column heading
 
 
 def main() -> None:
-    p = rl2_parser(__doc__.splitlines()[0], 500, "runs/bench_rl2_tabular", policy="transformer")
+    p = rl2_parser(
+        __doc__.splitlines()[0], 500, "runs/bench_rl2_tabular", policy="transformer", prev_obs=True
+    )
     p.add_argument(
         "--iterations",
         default=None,
         help="RL² iterations per setting: one number for every setting, or one per setting "
-        "(comma-separated, in the order of --settings); default 1200 for the first setting, "
+        "(comma-separated, in the order of --settings); default 400 for the first setting, "
         "300 for each later one",
     )
     p.add_argument("--settings", default="10,25")
@@ -73,7 +77,7 @@ def main() -> None:
     args = p.parse_args()
     settings = [int(x) for x in args.settings.split(",")]
     if args.iterations is None:
-        iterations = [1200] + [300] * (len(settings) - 1)
+        iterations = [400] + [300] * (len(settings) - 1)
     else:
         iterations = [int(x) for x in args.iterations.split(",")]
     if len(iterations) == 1:

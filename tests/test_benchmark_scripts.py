@@ -151,12 +151,21 @@ def test_tabular_benchmark_trains_with_the_chosen_discount_and_seed(tmp_path, mo
     for row in (short, long):
         assert {"rl2", "rl2_greedy", "psrl", "greedy", "myopic", "random"} <= row.keys()
         assert (row["gamma"], row["gae_lambda"], row["seed"]) == (0.7, 0.3, 3)
-        assert row["policy"] == "transformer"  # this benchmark's default
+        assert row["policy"] == "transformer" and row["prev_obs_inputs"]  # its defaults
         assert row["paper"] is None  # the paper has figures for n = 10 and 25 only
     assert (short["iterations"], long["iterations"]) == (1, 2)  # one number per setting
-    run = tmp_path / "runs" / "transformer_n3"
+    run = tmp_path / "runs" / "prevobs_transformer_n3"
     config = read_config(run)["config"]  # what the run itself trained with
     assert (config["gamma"], config["seed"], config["episodes_per_task"]) == (0.7, 3, 3)
+    assert config["prev_obs_inputs"]
+    # --no-prev-obs-inputs: the paper's inputs, in a run directory of its own
+    out2 = tmp_path / "plain.json"
+    argv2 = ["--settings", "2", "--iterations", "1", "--eval-tasks", "6", "--no-prev-obs-inputs"]
+    argv2 += ["--run-root", str(tmp_path / "runs"), "--no-progress", "--out", str(out2)]
+    run_script(monkeypatch, "rl2_tabular.py", *argv2)
+    (plain,) = json.loads(out2.read_text())["results"]
+    assert not plain["prev_obs_inputs"]
+    assert not read_config(tmp_path / "runs" / "transformer_n2")["config"]["prev_obs_inputs"]
     # a count of iterations per setting must name every setting
     with pytest.raises(SystemExit):
         run_script(monkeypatch, "rl2_tabular.py", "--settings", "2,3", "--iterations", "1,2,3")
