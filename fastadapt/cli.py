@@ -103,18 +103,33 @@ def cmd_train(argv: list[str]) -> None:
     tyro.cli(run, args=rest, config=FLAT, prog=f"fastadapt train {algorithm}")
 
 
+def eval_dirs(path: Path) -> tuple[Path, Path]:
+    """Where ``fastadapt evaluate PATH`` writes its results, and the run directory whose
+    ``baselines/`` it trains or reuses: both ``PATH`` for a run directory; for a checkpoint file,
+    ``<file name>_eval/`` beside it, and the run directory that holds it when it sits in one's
+    ``checkpoints/`` (else that same ``_eval`` folder)."""
+    path = Path(path)
+    if not path.is_file():
+        return path, path
+    out = path.parent / f"{path.stem}_eval"
+    in_run = path.parent.name == "checkpoints" and (path.parent.parent / "config.yaml").exists()
+    return out, path.parent.parent if in_run else out
+
+
 def cmd_evaluate(argv: list[str]) -> None:
     def run(
         run_dir: tyro.conf.Positional[Path],
         eval: EvalConfig = EvalConfig(),  # noqa: B008
         progress: bool = True,
     ) -> None:
-        """Evaluate a run on held-out tasks against the baselines; writes eval.json and
-        adaptation.png into the run directory and prints the table."""
+        """Evaluate a run (its final model) or one checkpoint file on held-out tasks against the
+        baselines; writes eval.json and adaptation.png into the run directory (for a checkpoint
+        file, into ``<checkpoint name>_eval/`` beside it) and prints the table."""
         from fastadapt.evaluation import evaluate_learner, format_table, write_eval
         from fastadapt.learners.rl2 import evaluate_rl2
         from fastadapt.train import load_learner
 
+        out_dir, baseline_dir = eval_dirs(run_dir)
         learner = load_learner(run_dir)
         if learner.name == "rl2":  # adapts within a trial: returns per episode, no gradient steps
             eval.validate()  # (evaluate_learner validates its own)
@@ -127,8 +142,8 @@ def cmd_evaluate(argv: list[str]) -> None:
                 "sampled episodes"
             )
         else:
-            result = evaluate_learner(learner, eval, run_dir, progress)
-        path, png = write_eval(result, run_dir)
+            result = evaluate_learner(learner, eval, baseline_dir, progress)
+        path, png = write_eval(result, out_dir)
         print(format_table(result))
         print(f"wrote {path} and {png}")
 

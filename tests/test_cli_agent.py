@@ -26,6 +26,25 @@ def trained(tmp_path_factory):
     return run
 
 
+def test_evaluate_a_checkpoint_file(tmp_path, capsys):
+    run = tmp_path / "nav"
+    assert main(["train", "maml", "--run-dir", str(run), *TINY, "--checkpoint-every", "1"]) == 0
+    ckpt = run / "checkpoints" / "iter_000001.safetensors"
+    argv = ["--num-tasks", "2", "--episodes-per-step", "2", "--num-steps", "1"]
+    argv += ["--pretrain-iterations", "1", "--no-tune-baseline-lr", "--no-progress"]
+    assert main(["evaluate", str(ckpt), *argv]) == 0
+    assert "| maml |" in capsys.readouterr().out
+    out = run / "checkpoints" / "iter_000001_eval"
+    assert (out / "eval.json").exists() and (out / "adaptation.png").exists()
+    assert not (run / "eval.json").exists()  # the run's own results are the final model's
+    # the pretrain baseline belongs to the run: trained once into it, shared by its checkpoints
+    assert (run / "baselines" / "pretrain").is_dir() and not (out / "baselines").exists()
+    # the checkpoint's files do not pass for a checkpoint of the run
+    from fastadapt.runs import list_checkpoints
+
+    assert [p.name for p in list_checkpoints(run)] == ["iter_000001.json", "iter_000002.json"]
+
+
 def test_list(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
