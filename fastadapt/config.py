@@ -244,7 +244,7 @@ class RL2Config(CommonConfig):
     """Also feed the policy the observation its previous action was taken in, so one step's input
     holds the whole previous transition (state, action, reward) beside the current observation
     (the RL² paper's input has only the current one). A Transformer then reads a transition from
-    one position instead of pairing two; the tabular benchmark uses it at long trials."""
+    one position instead of pairing two (the tabular benchmark's default)."""
     separate_critic: bool = False
     """Give the critic its own sequence model (same kind and size) instead of sharing the actor's,
     so value-loss gradients do not shape the actor's memory (doubles the model)."""

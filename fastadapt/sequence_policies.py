@@ -4,9 +4,9 @@ The input at step ``t`` of a trial is ``(obs_t, prev_action, prev_reward, prev_d
 step's action (one-hot if discrete), reward, and whether that step ended an episode; with
 ``time_inputs`` then a clock: ``(step within the episode / horizon, episode within the trial /
 episodes)``, both in [0, 1); with ``prev_obs_inputs`` last the observation that previous action
-was taken in (so one step's input holds the whole previous transition). The hidden state (for the Transformer, a cache of every layer's keys
-and values, so a step attends to the trial so far without recomputing it) runs across the episodes
-of one trial and starts fresh with each trial. Each policy has an actor head (categorical logits, or
+was taken in (so one step's input holds the whole previous transition). The hidden state (for
+the Transformer, a cache of every layer's keys and values, so a step attends to the trial so far
+without recomputing it) runs across the episodes of one trial and starts fresh with each trial. Each policy has an actor head (categorical logits, or
 a Gaussian mean with a state-independent log-std) and a critic head, both on one sequence model or,
 with ``separate_critic``, each on its own (same kind and size; the state is then the pair).
 
