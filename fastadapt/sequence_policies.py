@@ -6,9 +6,10 @@ step's action (one-hot if discrete), reward, and whether that step ended an epis
 episodes)``, both in [0, 1); with ``prev_obs_inputs`` last the observation that previous action
 was taken in (so one step's input holds the whole previous transition). The hidden state (for
 the Transformer, a cache of every layer's keys and values, so a step attends to the trial so far
-without recomputing it) runs across the episodes of one trial and starts fresh with each trial. Each policy has an actor head (categorical logits, or
-a Gaussian mean with a state-independent log-std) and a critic head, both on one sequence model or,
-with ``separate_critic``, each on its own (same kind and size; the state is then the pair).
+without recomputing it) runs across the episodes of one trial and starts fresh with each trial.
+Each policy has an actor head (categorical logits, or a Gaussian mean with a state-independent
+log-std) and a critic head, both on one sequence model or, with ``separate_critic``, each on its
+own (same kind and size; the state is then the pair).
 
 Shapes: ``inputs [B, L, input_dim]`` for a sequence, ``[B, input_dim]`` for one step.
 """
