@@ -329,26 +329,26 @@ def tiny_rl2(**overrides):
     return RL2Config(**{**base, "hidden_size": 16, "minibatches": 2, **overrides})
 
 
-def test_rl2_clock_inputs_survive_a_checkpoint(tmp_path):
-    cfg = tiny_rl2(time_inputs=True)
-    train(make_learner("rl2", cfg), tmp_path / "clock", progress=False)
-    back = load_learner(tmp_path / "clock")
-    # obs, 5 arms, reward, done, clock
-    assert back.policy.time_inputs and back.policy.input_dim == 1 + 5 + 2 + 2
-    # a policy without the clock reads narrower inputs: starting from this run is refused
-    plain = dataclasses.replace(cfg, time_inputs=False, init_from=str(tmp_path / "clock"))
-    with pytest.raises(CheckpointError, match=r"tensor 'param.core.weight_ih_l0' has shape"):
-        train(make_learner("rl2", plain), tmp_path / "plain", progress=False)
-
-
-def test_rl2_prev_obs_inputs_survive_a_checkpoint(tmp_path):
-    cfg = tiny_rl2(prev_obs_inputs=True, policy="transformer", heads=2)
-    train(make_learner("rl2", cfg), tmp_path / "po", progress=False)
-    back = load_learner(tmp_path / "po")
-    # obs, 5 arms, reward, done, previous obs
-    assert back.policy.prev_obs_inputs and back.policy.input_dim == 1 + 5 + 2 + 1
-    plain = dataclasses.replace(cfg, prev_obs_inputs=False, init_from=str(tmp_path / "po"))
-    with pytest.raises(CheckpointError, match=r"tensor 'param.embed.weight' has shape"):
+@pytest.mark.parametrize(
+    "option, overrides, width, first_weight",
+    [  # inputs: obs, 5 arms, reward, done, then the clock (2) or the previous obs (1)
+        ("time_inputs", {}, 1 + 5 + 2 + 2, "param.core.weight_ih_l0"),
+        (
+            "prev_obs_inputs",
+            {"policy": "transformer", "heads": 2},
+            1 + 5 + 2 + 1,
+            "param.embed.weight",
+        ),
+    ],
+)
+def test_rl2_extra_inputs_survive_a_checkpoint(tmp_path, option, overrides, width, first_weight):
+    cfg = tiny_rl2(**{option: True, **overrides})
+    train(make_learner("rl2", cfg), tmp_path / "extra", progress=False)
+    back = load_learner(tmp_path / "extra")
+    assert getattr(back.policy, option) and back.policy.input_dim == width
+    # a policy without the option reads narrower inputs: starting from this run is refused
+    plain = dataclasses.replace(cfg, **{option: False}, init_from=str(tmp_path / "extra"))
+    with pytest.raises(CheckpointError, match=rf"tensor '{first_weight}' has shape"):
         train(make_learner("rl2", plain), tmp_path / "plain", progress=False)
 
 
