@@ -106,14 +106,14 @@ def cmd_train(argv: list[str]) -> None:
 def eval_dirs(path: Path) -> tuple[Path, Path]:
     """Where ``fastadapt evaluate PATH`` writes its results, and the run directory whose
     ``baselines/`` it trains or reuses: both ``PATH`` for a run directory; for a checkpoint file,
-    ``<file name>_eval/`` beside it, and the run directory that holds it when it sits in one's
-    ``checkpoints/`` (else that same ``_eval`` folder)."""
+    ``<file name>_eval/`` beside it, and the run directory that holds it (the file's folder, or
+    the folder above its ``checkpoints/``), else that same ``_eval`` folder."""
     path = Path(path)
     if not path.is_file():
         return path, path
     out = path.parent / f"{path.stem}_eval"
-    in_run = path.parent.name == "checkpoints" and (path.parent.parent / "config.yaml").exists()
-    return out, path.parent.parent if in_run else out
+    runs = [path.parent] + ([path.parent.parent] if path.parent.name == "checkpoints" else [])
+    return out, next((d for d in runs if (d / "config.yaml").exists()), out)
 
 
 def cmd_evaluate(argv: list[str]) -> None:

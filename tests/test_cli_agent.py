@@ -39,6 +39,11 @@ def test_evaluate_a_checkpoint_file(tmp_path, capsys):
     assert not (run / "eval.json").exists()  # the run's own results are the final model's
     # the pretrain baseline belongs to the run: trained once into it, shared by its checkpoints
     assert (run / "baselines" / "pretrain").is_dir() and not (out / "baselines").exists()
+    # the final model's file: its results beside it, the baseline (already trained) the run's
+    assert main(["evaluate", str(run / "model.safetensors"), *argv]) == 0
+    assert (run / "model_eval" / "eval.json").exists() and not (
+        run / "model_eval" / "baselines"
+    ).exists()
     # the checkpoint's files do not pass for a checkpoint of the run
     from fastadapt.runs import list_checkpoints
 
