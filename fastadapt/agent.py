@@ -176,10 +176,15 @@ class TrialAgent:
         """Start a new trial: forget everything seen (the state the policy was trained from)."""
         self._state = self.policy.initial_state(1, self.device)
         zero = torch.zeros(1, device=self.device)
-        # the previous step's action (encoded), reward and done flag, and its observation
-        self._prev = (torch.zeros(1, self.policy.action_dim, device=self.device), zero, zero)
-        self._prev_obs = torch.zeros(1, self.policy.obs_dim, device=self.device)
-        self._obs = self._prev_obs
+        # the previous step's action (encoded), reward, done flag and observation
+        no_obs = torch.zeros(1, self.policy.obs_dim, device=self.device)
+        self._prev = (
+            torch.zeros(1, self.policy.action_dim, device=self.device),
+            zero,
+            zero,
+            no_obs,
+        )
+        self._obs = no_obs  # the observation of the action awaiting observe()
         self._action: torch.Tensor | None = None
         self.episode, self.step_in_episode = 0, 0
 
@@ -196,7 +201,7 @@ class TrialAgent:
             raise ConfigError("act() twice without observe(): report each step's outcome")
         clock = (self.step_in_episode / self.horizon, self.episode / self.trial_episodes)
         self._obs = x
-        x = self.policy.step_input(x, *self._prev, clock, self._prev_obs)
+        x = self.policy.step_input(x, *self._prev, clock)
         dist, _, self._state = self.policy.step(x, self._state)
         ops = self.policy.dist_ops
         self._action = ops.mode(dist) if deterministic else ops.sample(dist, self._gen)
@@ -210,8 +215,7 @@ class TrialAgent:
             raise ConfigError("observe() without act(): there is no action to report on")
         done = bool(terminated or truncated)
         r, d = (torch.tensor([float(x)], device=self.device) for x in (reward, done))
-        self._prev = (self.policy.encode_action(self._action).reshape(1, -1), r, d)
-        self._prev_obs = self._obs
+        self._prev = (self.policy.encode_action(self._action).reshape(1, -1), r, d, self._obs)
         self._action = None
         self.step_in_episode = 0 if done else self.step_in_episode + 1
         self.episode += int(done)

@@ -131,15 +131,15 @@ class SequencePolicy(nn.Module):
         prev_action: torch.Tensor,
         prev_reward: torch.Tensor,
         prev_done: torch.Tensor,
-        clock: tuple[float, float],
         prev_obs: torch.Tensor,
+        clock: tuple[float, float],
     ) -> torch.Tensor:
-        """One step's input ``[B, input_dim]`` from ``obs [B, obs_dim]``, the previous action
-        (:meth:`encode_action`; zeros at a trial's start), reward and done flag ``[B]``,
-        ``clock = (step within the episode / horizon, episode / episodes)`` (read only with
-        ``time_inputs``) and the observation the previous action was taken in (``[B, obs_dim]``,
-        zeros at a trial's start; read only with ``prev_obs_inputs``): what the policy sees, when
-        sampling trials and when acting."""
+        """One step's input ``[B, input_dim]`` from ``obs [B, obs_dim]``, the previous step's
+        action (:meth:`encode_action`), reward and done flag ``[B]`` and observation ``[B,
+        obs_dim]`` (the one that action was taken in; read only with ``prev_obs_inputs``), all
+        zeros at a trial's start, and ``clock = (step within the episode / horizon, episode /
+        episodes)`` (read only with ``time_inputs``): what the policy sees, when sampling trials
+        and when acting."""
         parts = [obs, prev_action, prev_reward[:, None], prev_done[:, None].float()]
         if self.time_inputs:
             parts.append(torch.tensor([clock], device=obs.device).expand(obs.shape[0], 2))

@@ -95,7 +95,7 @@ def collect_trials(
         alive = torch.ones(B, dtype=torch.bool, device=device)
         for t in range(H):
             obs_t = torch.as_tensor(obs, device=device)
-            x = policy.step_input(obs_t, prev_a, prev_r, prev_d, (t / H, j / episodes), prev_o)
+            x = policy.step_input(obs_t, prev_a, prev_r, prev_d, prev_o, (t / H, j / episodes))
             inputs[rows[alive], pos[alive]] = x[alive]
             dist, v, new_state = policy.step(x, state)
             state = select_state(new_state, state, alive)
