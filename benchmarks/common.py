@@ -131,13 +131,6 @@ def rl2_run_name(args: argparse.Namespace, setting: str) -> str:
     return ("sepcritic_" if args.separate_critic else "") + prefix + setting
 
 
-def from_shorter_trials(args: argparse.Namespace) -> bool:
-    """Whether a longer setting may start from the shorter one's model (the curriculum): not with
-    ``--from-scratch``. (A Transformer takes the shorter run's position rows for the steps both
-    trials have; RL2.fit_init_tensors.)"""
-    return not args.from_scratch
-
-
 def rl2_parser(
     description: str,
     eval_tasks: int,

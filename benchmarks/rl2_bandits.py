@@ -33,7 +33,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
-    from_shorter_trials,
     print_table,
     rl2_parser,
     rl2_run_name,
@@ -138,7 +137,7 @@ def main() -> None:
 
     for setting in args.settings.split(","):
         k, n = (int(x) for x in setting.split("x"))
-        curriculum = n > 10 and (k, 10) in done and from_shorter_trials(args)
+        curriculum = n > 10 and (k, 10) in done and not args.from_scratch
         start = (f"k={k} n=10", args.run_root / rl2_run_name(args, f"k{k}_n10"))
         start = start if curriculum else None
         if n <= 10:

@@ -30,7 +30,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
-    from_shorter_trials,
     print_table,
     rl2_parser,
     rl2_run_name,
@@ -88,7 +87,7 @@ def main() -> None:
     trained: set[Path] = set()  # runs trained anew here: what starts from them is never reused
     previous: tuple[int, Path] | None = None  # (n, run directory) of the last setting
     for n, n_iterations in zip(settings, iterations, strict=True):
-        shorter = previous is not None and previous[0] < n and from_shorter_trials(args)
+        shorter = previous is not None and previous[0] < n and not args.from_scratch
         start = (f"n={previous[0]}", previous[1]) if shorter else None
         run_dir = args.run_root / rl2_run_name(args, f"n{n}")
         cfg = RL2Config(
