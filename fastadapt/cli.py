@@ -108,12 +108,13 @@ def eval_dirs(path: Path) -> tuple[Path, Path]:
     ``baselines/`` it trains or reuses: both ``PATH`` for a run directory; for a checkpoint file,
     ``<file name>_eval/`` beside it, and the run directory that holds it (the file's folder, or
     the folder above its ``checkpoints/``), else that same ``_eval`` folder."""
+    from fastadapt.runs import run_dir_of
+
     path = Path(path)
     if not path.is_file():
         return path, path
     out = path.parent / f"{path.stem}_eval"
-    runs = [path.parent] + ([path.parent.parent] if path.parent.name == "checkpoints" else [])
-    return out, next((d for d in runs if (d / "config.yaml").exists()), out)
+    return out, run_dir_of(path) or out
 
 
 def cmd_evaluate(argv: list[str]) -> None:

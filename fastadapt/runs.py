@@ -127,6 +127,14 @@ def latest_valid_checkpoint(run_dir: Path) -> tuple[dict[str, torch.Tensor], dic
     return None
 
 
+def run_dir_of(model_file: Path) -> Path | None:
+    """The run directory that holds ``model_file`` (its final model, or a checkpoint in its
+    ``checkpoints/``), or None for a file kept outside a run."""
+    folder = Path(model_file).parent
+    candidates = [folder, folder.parent] if folder.name == "checkpoints" else [folder]
+    return next((d for d in candidates if (d / "config.yaml").exists()), None)
+
+
 def is_finished(run_dir: Path) -> bool:
     """Whether ``run_dir`` holds a finished run (its final model)."""
     return (Path(run_dir) / f"{FINAL}.json").exists()
