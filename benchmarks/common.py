@@ -126,9 +126,12 @@ def sequence_model(args: argparse.Namespace) -> dict[str, Any]:
 def rl2_run_name(args: argparse.Namespace, setting: str) -> str:
     """A run directory's name under --run-root: the shared-critic GRU's runs keep the bare
     setting's name, others are prefixed (``transformer_``, ``sepcritic_``, ``prevobs_``)."""
-    prefix = "" if args.policy == "gru" else f"{args.policy}_"
-    prefix = ("prevobs_" if args.prev_obs_inputs else "") + prefix
-    return ("sepcritic_" if args.separate_critic else "") + prefix + setting
+    return (
+        ("sepcritic_" if args.separate_critic else "")
+        + ("prevobs_" if args.prev_obs_inputs else "")
+        + ("" if args.policy == "gru" else f"{args.policy}_")
+        + setting
+    )
 
 
 def rl2_parser(
