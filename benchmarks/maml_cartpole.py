@@ -63,6 +63,13 @@ def main() -> None:
         help="ProMP's Adam learning rate (default: ProMPConfig's; its MuJoCo default learns "
         "CartPole slowly, 0.01 does not); only with --algorithm promp",
     )
+    p.add_argument(
+        "--context-params",
+        type=int,
+        default=0,
+        help="CAVIA: adapt only this many context parameters fed to the first layer (0: every "
+        "parameter adapts)",
+    )
     p.add_argument("--meta-batch-size", type=int, default=20, help="tasks per meta-iteration")
     p.add_argument(
         "--gae-lambda",
@@ -95,6 +102,7 @@ def main() -> None:
         gae_lambda=args.gae_lambda,
         seed=args.seed,
         checkpoint_every=50,
+        context_params=args.context_params,
     )
     if args.algorithm == "promp":
         cfg = ProMPConfig(outer_lr=args.outer_lr, **common)
@@ -157,6 +165,7 @@ def main() -> None:
             "algorithm": args.algorithm,
             "outer_lr": args.outer_lr if args.algorithm == "promp" else None,
             "meta_batch_size": args.meta_batch_size,
+            "context_params": args.context_params,
             "eval_tasks": args.eval_tasks,
             "env_steps_trained": result["env_steps_trained"],
         },

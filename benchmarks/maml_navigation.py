@@ -56,6 +56,12 @@ def main() -> None:
         help="the training inner step; the test steps are this, then half of it",
     )
     p.add_argument("--meta-batch-size", type=int, default=20)
+    p.add_argument(
+        "--context-params",
+        type=int,
+        default=0,
+        help="CAVIA: adapt only this many context parameters fed to the first layer (0: MAML)",
+    )
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args()
     t0 = time.perf_counter()
@@ -75,6 +81,7 @@ def main() -> None:
         backtrack_ratio=args.backtrack_ratio,
         checkpoint_every=100,
         batch_unit=args.batch_unit,
+        context_params=args.context_params,
     )
     ev = EvalConfig(
         num_tasks=40,
@@ -111,6 +118,7 @@ def main() -> None:
             "batch_unit": args.batch_unit,
             "inner_lr": args.inner_lr,
             "meta_batch_size": args.meta_batch_size,
+            "context_params": args.context_params,
             "returns": returns,
             "ci95": {k: v["ci95"] for k, v in result["returns"].items()},
             "env_steps_trained": result["env_steps_trained"],

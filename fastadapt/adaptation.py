@@ -142,6 +142,7 @@ def adapt_step(
         batch.obs.shape[0],
         lr,
         first_order,
+        policy.adapted_keys,
     )
 
 
@@ -158,21 +159,35 @@ def ppo_adapt_step(
     grads: Params = {}
     for _ in range(epochs):
         params, grads = _gradient_step(
-            lambda p: ppo_inner_loss(policy, p, batch, clip), params, batch.obs.shape[0], lr, True
+            lambda p: ppo_inner_loss(policy, p, batch, clip),
+            params,
+            batch.obs.shape[0],
+            lr,
+            True,
+            policy.adapted_keys,
         )
         params = {k: v.detach() for k, v in params.items()}
     return params, grads
 
 
-def _gradient_step(loss_fn, params: Params, num_tasks: int, lr: InnerLR, first_order: bool):
+def _gradient_step(
+    loss_fn,
+    params: Params,
+    num_tasks: int,
+    lr: InnerLR,
+    first_order: bool,
+    keys: Sequence[str] | None = None,
+):
+    """A gradient step on the parameters named in ``keys`` (all if ``None``); the others pass
+    through, viewed per task."""
     tracked = torch.is_grad_enabled()  # under no_grad, take the step on plain values
     with torch.enable_grad():
         per_task = per_task_params(params, num_tasks)
-        names = list(per_task)
+        names = list(per_task) if keys is None else list(keys)
         inputs = [per_task[k] for k in names]
         if not (tracked and all(p.requires_grad for p in inputs)):
-            inputs = [p.detach().requires_grad_(True) for p in inputs]
-            per_task = dict(zip(names, inputs, strict=True))
+            per_task = {k: v.detach() for k, v in per_task.items()}
+            inputs = [per_task[k].requires_grad_(True) for k in names]
         loss = loss_fn(per_task).sum()
         grads = torch.autograd.grad(loss, inputs, create_graph=tracked and not first_order)
     grad_map = {k: (g.detach() if first_order else g) for k, g in zip(names, grads, strict=True)}
@@ -180,10 +195,11 @@ def _gradient_step(loss_fn, params: Params, num_tasks: int, lr: InnerLR, first_o
 
 
 def apply_inner_update(params: Params, grads: Params, lr: InnerLR) -> Params:
-    """``params - lr * grads`` with a float ``lr`` or per-parameter tensors (broadcast over tasks)."""
+    """``params - lr * grads`` with a float ``lr`` or per-parameter tensors (broadcast over tasks);
+    parameters without a gradient (not adapted) are returned as they are."""
     if isinstance(lr, Mapping):
-        return {k: params[k] - lr[k] * grads[k] for k in params}
-    return {k: params[k] - lr * grads[k] for k in params}
+        return {**params, **{k: params[k] - lr[k] * g for k, g in grads.items()}}
+    return {**params, **{k: params[k] - lr * g for k, g in grads.items()}}
 
 
 def adapt(

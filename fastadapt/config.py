@@ -36,6 +36,10 @@ class CommonConfig:
     """relu or tanh; empty means the family's default."""
     init_log_std: float = 0.0
     """Initial log standard deviation of Gaussian policies."""
+    context_params: int = 0
+    """CAVIA (Zintgraf et al. 2019; maml, metasgd and promp): N context parameters fed to the
+    policy's first layer beside the observation. The inner loop adapts only them; the outer loop
+    learns the network (and their start). 0: the inner loop adapts every parameter."""
     gamma: float = 0.99
     """Discount factor."""
     gae_lambda: float = 1.0
@@ -100,6 +104,15 @@ class CommonConfig:
             raise ConfigError(f"device must be cpu or cuda[:N], got {self.device!r}")
         check_batch_unit(self.batch_unit)
         self.env_options()
+        if self.context_params < 0:
+            raise ConfigError(f"context_params must be >= 0, got {self.context_params}")
+
+    def _refuse_context(self, algorithm: str) -> None:
+        if self.context_params:
+            raise ConfigError(
+                f"context_params is for maml, metasgd and promp; {algorithm} cannot adapt a "
+                f"context alone, got context_params={self.context_params}"
+            )
 
 
 def _check_inner(cfg: Any, min_steps: int) -> None:
@@ -180,6 +193,7 @@ class ReptileConfig(CommonConfig):
 
     def validate(self) -> None:
         super().validate()
+        self._refuse_context("reptile")
         _check_inner(self, min_steps=1)
         for name in ("ppo_epochs", "ppo_clip", "outer_lr"):
             if not getattr(self, name) > 0:
@@ -275,6 +289,7 @@ class RL2Config(CommonConfig):
 
     def validate(self) -> None:
         super().validate()
+        self._refuse_context("rl2")
         if self.batch_unit != "episodes":
             raise ConfigError(
                 "RL² samples trials of episodes_per_task episodes; batch_unit must be 'episodes'"

@@ -177,26 +177,30 @@ def evaluate_learner(
                 "meta-learned per-parameter rates"
             )
         later = tune_inner_lr(
-            meta_params, schedule, cfg, learner, cfg.later_lr_scales, keep_first=True
+            meta_params, schedule, cfg, learner, cfg.later_lr_scales, policy, keep_first=True
         )
         name = f"{learner.name} (tuned later lr)"
         methods[name] = summarize(adaptation_returns(params=meta_params, lrs=later, **common))
         chosen[name] = later
         budget[name] = budget[learner.name]
+    # The baselines are plain policies whose inner steps adapt every parameter (fine-tuning),
+    # whatever the learner adapts (a CAVIA learner adapts only its context).
+    plain = dataclasses.replace(policy, context_dim=0)
     baselines: dict[str, Params] = {}
     if "scratch" in cfg.baselines:
-        fresh = policy.init_params(torch.Generator().manual_seed(derive_seed(lc.seed, 99)))
+        fresh = plain.init_params(torch.Generator().manual_seed(derive_seed(lc.seed, 99)))
         baselines["scratch"] = {k: v.to(lc.device) for k, v in fresh.items()}
         budget["scratch"] = 0
     if "pretrain" in cfg.baselines:
         pre = pretrain_baseline(learner, cfg, run_dir, progress)
         baselines["pretrain"] = {k: v.detach() for k, v in pre.meta_params.items()}
         budget["pretrain"] = int(pre.env_steps)
+    common["policy"] = plain
     for name, params in baselines.items():
         methods[name] = summarize(adaptation_returns(params=params, lrs=schedule, **common))
         chosen[name] = [float(x) for x in schedule]
         if cfg.tune_baseline_lr and cfg.num_steps > 0:
-            tuned = tune_inner_lr(params, schedule, cfg, learner, cfg.baseline_lr_scales)
+            tuned = tune_inner_lr(params, schedule, cfg, learner, cfg.baseline_lr_scales, plain)
             methods[f"{name} (tuned lr)"] = summarize(
                 adaptation_returns(params=params, lrs=tuned, **common)
             )
@@ -220,11 +224,12 @@ def tune_inner_lr(
     cfg: EvalConfig,
     learner: Any,
     scales: Sequence[float],
+    policy: MLPPolicy,
     keep_first: bool = False,
 ) -> list[float]:
     """The schedule, scaled by one of ``scales``, whose return after the last step is highest on 10
-    *training* tasks (a stream disjoint from meta-training's and from the test split);
-    ``keep_first`` scales only the steps after the first."""
+    *training* tasks (a stream disjoint from meta-training's and from the test split) for
+    ``params`` of ``policy``; ``keep_first`` scales only the steps after the first."""
     lc = learner.config
     tasks = sample_tasks(learner.family, 10, lc.seed, split="train", index=TUNING_STREAM)
     best, best_ret = schedule, -math.inf
@@ -232,7 +237,7 @@ def tune_inner_lr(
         lrs = [lr if keep_first and i == 0 else lr * scale for i, lr in enumerate(schedule)]
         ret = adaptation_returns(
             learner.family,
-            learner.policy,
+            policy,
             params,
             tasks,
             cfg.num_steps,
@@ -269,6 +274,7 @@ def pretrain_baseline(
         seed=lc.seed + 1,
         checkpoint_every=max(1, min(lc.checkpoint_every * (lc.num_inner_steps + 1), iterations)),
     )
+    common["context_params"] = 0  # a plain policy: its inner steps fine-tune every parameter
     pcfg = MAMLConfig(**common, num_inner_steps=0)
     pre = make_learner("maml", pcfg, learner.family)
     if run_dir is None:

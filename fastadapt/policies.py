@@ -57,8 +57,13 @@ class MLPPolicy:
     hidden: tuple[int, ...] = (100, 100)
     activation: str = "relu"
     init_log_std: float = 0.0
+    context_dim: int = 0
+    """CAVIA context parameters (``params["context"]``, zeros at init) fed to the first layer beside
+    the observation; a policy with them adapts only them (:attr:`adapted_keys`)."""
 
     def __post_init__(self) -> None:
+        if self.context_dim < 0:
+            raise ConfigError(f"context_dim must be >= 0, got {self.context_dim}")
         if self.obs_dim <= 0 or self.action_dim <= 0:
             raise ConfigError(
                 f"policy sizes must be positive, got obs_dim={self.obs_dim}, "
@@ -79,6 +84,7 @@ class MLPPolicy:
         hidden: tuple[int, ...] = (100, 100),
         activation: str = "relu",
         init_log_std: float = 0.0,
+        context_dim: int = 0,
     ) -> MLPPolicy:
         """A policy that fits a family's spaces (flat Box observations; Discrete or Box actions)."""
         if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 1:
@@ -93,6 +99,7 @@ class MLPPolicy:
                 tuple(hidden),
                 activation,
                 init_log_std,
+                context_dim,
             )
         if isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
             return cls(
@@ -102,6 +109,7 @@ class MLPPolicy:
                 tuple(hidden),
                 activation,
                 init_log_std,
+                context_dim,
             )
         raise SpaceError(f"unsupported action space {action_space}")
 
@@ -110,7 +118,7 @@ class MLPPolicy:
     def init_params(self, generator: torch.Generator | None = None) -> Params:
         """Fresh parameters: PyTorch's default uniform init for hidden layers, a 0.01-scaled
         output layer (small initial logits / means), ``log_std = init_log_std``."""
-        sizes = (self.obs_dim, *self.hidden, self.action_dim)
+        sizes = (self.obs_dim + self.context_dim, *self.hidden, self.action_dim)
         params: Params = {}
         for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
             bound = 1.0 / math.sqrt(n_in)
@@ -121,7 +129,14 @@ class MLPPolicy:
             params[f"layers.{i}.weight"], params[f"layers.{i}.bias"] = w, b
         if not self.discrete:
             params["log_std"] = torch.full((self.action_dim,), float(self.init_log_std))
+        if self.context_dim:
+            params["context"] = torch.zeros(self.context_dim)
         return params
+
+    @property
+    def adapted_keys(self) -> tuple[str, ...] | None:
+        """The parameters an inner step changes: the context alone (CAVIA), or all (``None``)."""
+        return ("context",) if self.context_dim else None
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         """Expected shape of each (shared) parameter."""
@@ -134,6 +149,11 @@ class MLPPolicy:
         act = ACTIVATIONS[self.activation]
         n_layers = len(self.hidden) + 1
         x = obs
+        if self.context_dim:
+            c = params["context"]
+            if c.dim() == 2:  # per task: [tasks, C] -> [tasks, 1, C]
+                c = c.unsqueeze(1)
+            x = torch.cat([obs, c.expand(*obs.shape[:-1], self.context_dim)], -1)
         for i in range(n_layers):
             x = _linear(x, params[f"layers.{i}.weight"], params[f"layers.{i}.bias"])
             if i < n_layers - 1:
@@ -213,6 +233,7 @@ def policy_for_family(
     hidden: tuple[int, ...] | None = None,
     activation: str | None = None,
     init_log_std: float = 0.0,
+    context_dim: int = 0,
 ) -> MLPPolicy:
     """A policy for a family with that family's default architecture unless overridden."""
     d_hidden, d_act = DEFAULT_ARCH.get(family_id.removeprefix("fastadapt/"), ((100, 100), "relu"))
@@ -222,4 +243,5 @@ def policy_for_family(
         tuple(hidden) if hidden else d_hidden,
         activation or d_act,
         init_log_std,
+        context_dim,
     )

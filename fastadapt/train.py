@@ -33,6 +33,7 @@ from fastadapt.learners.maml import MAML
 from fastadapt.learners.promp import ProMP
 from fastadapt.learners.reptile import Reptile
 from fastadapt.learners.rl2 import RL2
+from fastadapt.policies import MLPPolicy
 from fastadapt.runs import (
     FINAL,
     MetricsLogger,
@@ -75,6 +76,15 @@ def make_learner(algorithm: str, config: Any, family: Any = None) -> Any:
     return learner_cls(config, family)
 
 
+def mlp_identity(policy: MLPPolicy) -> dict[str, Any]:
+    """An MLP policy's architecture; ``context_dim`` only when set, so checkpoints from before
+    the option still match."""
+    arch = dataclasses.asdict(policy)
+    if not arch["context_dim"]:
+        del arch["context_dim"]
+    return arch
+
+
 def run_identity(learner: Any) -> dict[str, Any]:
     """What a checkpoint must match to be loaded into this learner."""
     return {
@@ -84,7 +94,7 @@ def run_identity(learner: Any) -> dict[str, Any]:
         "policy": (
             describe(learner.policy)
             if isinstance(learner.policy, SequencePolicy)
-            else dataclasses.asdict(learner.policy)
+            else mlp_identity(learner.policy)
         ),
     }
 

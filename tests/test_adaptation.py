@@ -12,14 +12,16 @@ from fastadapt.optim.trpo import (
 from fastadapt.policies import MLPPolicy
 
 
-def tiny_problem(tasks=3, T=4, E=3, seed=0):
+def tiny_problem(tasks=3, T=4, E=3, seed=0, context=0):
     torch.manual_seed(seed)
-    pol = MLPPolicy(2, 2, False, hidden=(5,), activation="tanh")
+    pol = MLPPolicy(2, 2, False, hidden=(5,), activation="tanh", context_dim=context)
     params = {
         k: v.double().requires_grad_(True)
         for k, v in pol.init_params(torch.Generator().manual_seed(seed)).items()
     }
     params["layers.1.weight"].data.normal_(0, 0.5)
+    if context:
+        params["context"].data.normal_(0, 0.5)  # a learned start, not the zeros of init
 
     def batch():
         mask = torch.ones(tasks, T, E, dtype=torch.float64)
@@ -39,8 +41,9 @@ def meta_objective(pol, params, train, valid, lr, first_order=False):
     return inner_loss(pol, phi, valid).sum()
 
 
-def test_second_order_meta_gradient_matches_finite_differences():
-    pol, params, train, valid = tiny_problem()
+@pytest.mark.parametrize("context", [0, 3], ids=["maml", "cavia"])
+def test_second_order_meta_gradient_matches_finite_differences(context):
+    pol, params, train, valid = tiny_problem(context=context)
     names = list(params)
     grads = torch.autograd.grad(
         meta_objective(pol, params, train, valid, 0.5), [params[k] for k in names]
@@ -97,14 +100,36 @@ def test_first_order_drops_exactly_the_second_order_term():
     torch.testing.assert_close(so, dl_dphi - lr * H @ dl_dphi)
 
 
-def test_batched_adaptation_equals_per_task_loop():
-    pol, params, train, _ = tiny_problem(tasks=4)
+@pytest.mark.parametrize("context", [0, 3], ids=["maml", "cavia"])
+def test_batched_adaptation_equals_per_task_loop(context):
+    pol, params, train, _ = tiny_problem(tasks=4, context=context)
     batched = adapt(pol, params, [train], [0.3])
     for i in range(4):
         one = AdaptBatch(*(x[i : i + 1] for x in train[:4]))
         single = adapt(pol, params, [one], [0.3])
         for k in params:
             torch.testing.assert_close(batched[k][i], single[k][0])
+
+
+def test_context_policy_adapts_only_its_context():
+    pol, params, train, _ = tiny_problem(tasks=3, context=3)
+    assert pol.adapted_keys == ("context",)
+    phi = adapt(pol, params, [train], [0.3])
+    assert phi["context"].shape == (3, 3)
+    assert not torch.allclose(phi["context"], params["context"].expand(3, 3))
+    for k in params:
+        if k != "context":  # the network is shared, viewed per task, unchanged
+            torch.testing.assert_close(phi[k], params[k].expand_as(phi[k]))
+    # the context is an input beside the observation: zero first-layer columns make it unread
+    w = params["layers.0.weight"].detach().clone()
+    w[:, 2:] = 0
+    obs = torch.randn(5, 2, dtype=torch.float64)
+    plain = MLPPolicy(2, 2, False, hidden=(5,), activation="tanh")
+    d_ctx = pol.dist({**params, "layers.0.weight": w}, obs)
+    d_plain = plain.dist(
+        {**{k: v for k, v in params.items() if k != "context"}, "layers.0.weight": w[:, :2]}, obs
+    )
+    torch.testing.assert_close(d_ctx.loc, d_plain.loc)
 
 
 def test_meta_sgd_learning_rates_get_gradients():

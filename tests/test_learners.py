@@ -88,9 +88,13 @@ def test_lvc_first_derivative_equals_reinforce_gradient_but_not_second():
         torch.testing.assert_close(a1[k], a2[k])
 
 
-@pytest.mark.parametrize("unit", ["episodes", "steps"])
-def test_promp_step_runs_and_adapts_kl_coefficient(unit):
-    learner = ProMP(ProMPConfig(**SMALL, promp_steps=2, batch_unit=unit))
+@pytest.mark.parametrize(
+    "unit,context",
+    [("episodes", 0), ("steps", 0), ("episodes", 2)],
+    ids=["episodes", "steps", "cavia"],
+)
+def test_promp_step_runs_and_adapts_kl_coefficient(unit, context):
+    learner = ProMP(ProMPConfig(**SMALL, promp_steps=2, batch_unit=unit, context_params=context))
     before = {k: v.detach().clone() for k, v in learner.meta_params.items()}
     m = learner.step()
     assert m["outer/kl"] >= 0 and m["outer/kl_coef"] != ProMPConfig().kl_coef
@@ -274,6 +278,12 @@ def test_rl2_bad_config():
         RL2(RL2Config(meta_batch_size=2, minibatches=4))
     with pytest.raises(ConfigError, match="batch_unit"):
         RL2(RL2Config(meta_batch_size=2, batch_unit="steps"))
+
+
+@pytest.mark.parametrize("cls", [ReptileConfig, RL2Config])
+def test_learners_that_cannot_adapt_a_context_alone_refuse_one(cls):
+    with pytest.raises(ConfigError, match="context_params is for maml, metasgd and promp"):
+        cls(context_params=2).validate()
 
 
 # ---- prioritized task sampling -------------------------------------------------------------------

@@ -105,6 +105,7 @@ def test_discrete_family_trains():
         ("gamma", 1.5, "gamma"),
         ("env_kwargs", "{bad", "JSON"),
         ("batch_unit", "transitions", "batch_unit"),
+        ("context_params", -1, "context_params"),
     ],
 )
 def test_bad_config_values_are_refused(field, value, match):
@@ -229,3 +230,23 @@ def test_tuned_later_lr_keeps_the_first_step_and_picks_the_best_on_training_task
     metasgd = make_learner("metasgd", dataclasses.replace(SMALL, meta_iterations=1))
     with pytest.raises(ConfigError, match="meta-learned per-parameter rates"):
         evaluate_learner(metasgd, ev, progress=False)
+
+
+def test_cavia_meta_learns_the_network_adapts_the_context_and_baselines_fine_tune_everything():
+    from fastadapt.config import EvalConfig
+    from fastadapt.evaluation import evaluate_learner
+
+    cfg = dataclasses.replace(SMALL, context_params=2, inner_lr=(1.0,))
+    learner = MAML(cfg)
+    assert learner.policy.adapted_keys == ("context",)
+    before = params_of(learner)
+    m = learner.step()
+    assert m["outer/kl"] <= cfg.max_kl
+    after = params_of(learner)
+    assert not torch.equal(before["layers.0.weight"], after["layers.0.weight"])
+    # Meta-SGD over a context learns a rate for the context only
+    assert set(make_learner("metasgd", cfg).inner_lrs) == {"context"}
+    ev = EvalConfig(num_tasks=2, episodes_per_step=2, num_steps=1, baselines=("scratch",))
+    res = evaluate_learner(learner, ev, progress=False)
+    assert set(res["returns"]) == {"maml", "scratch", "scratch (tuned lr)"}
+    assert all(np.isfinite(r["mean"]).all() for r in res["returns"].values())

@@ -99,6 +99,11 @@ def test_checkpoint_of_another_family_or_shape_is_refused(tmp_path):
     (tmp_path / "nav" / "model.json").unlink()
     with pytest.raises(CheckpointError, match="policy"):
         resume_run(tmp_path / "nav", progress=False)
+    # a CAVIA context is part of the architecture; without one the record is as it always was
+    assert "context_dim" not in run_identity(learner)["policy"]
+    cavia = make_learner("maml", dataclasses.replace(CFG, context_params=3))
+    with pytest.raises(CheckpointError, match="context_dim"):
+        check_compatible(meta, run_identity(cavia), "ckpt")
 
 
 class Evil:
@@ -207,6 +212,11 @@ def test_kill_minus_9_loses_at_most_work_since_last_checkpoint(tmp_path):
             "maml",
             "MAMLConfig(meta_batch_size=3, episodes_per_task=3, meta_iterations=4, "
             "checkpoint_every=1, task_sampler='prioritized', task_pool_size=5)",
+        ),
+        (
+            "metasgd",
+            "MAMLConfig(meta_batch_size=3, episodes_per_task=3, meta_iterations=4, "
+            "checkpoint_every=1, context_params=2, inner_lr=(1.0,))",
         ),
     ],
 )

@@ -108,6 +108,7 @@ def build_family_and_policy(config: Any, family: TaskFamily | None) -> tuple[Tas
         config.hidden or None,
         config.activation or None,
         config.init_log_std,
+        config.context_params,
     )
     return family, policy
 

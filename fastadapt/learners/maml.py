@@ -56,9 +56,10 @@ class MAML(Checkpointable):
         schedule = inner_lr_schedule(config.inner_lr, max(config.num_inner_steps, 1))
         self.inner_lrs: Params = {}
         if config.meta_sgd:
+            keys = self.policy.adapted_keys or list(self.meta_params)
             self.inner_lrs = {
-                k: torch.full_like(v, schedule[0]).requires_grad_(True)
-                for k, v in self.meta_params.items()
+                k: torch.full_like(self.meta_params[k], schedule[0]).requires_grad_(True)
+                for k in keys
             }
         self.lr_schedule = schedule
         self.optimizer = (
@@ -234,7 +235,7 @@ def _subsampled_exact_kl(policy, meta_params, batches, grads, lrs, every, kl_of,
     def kl() -> torch.Tensor:
         phi = expand_params(meta_params, num_tasks)
         for b, g, g_anchor, lr in zip(subs, grads, anchors, lrs, strict=True):
-            names = list(phi)
+            names = list(g)
             g_sub = torch.autograd.grad(
                 inner_loss(policy, phi, b).sum(), [phi[k] for k in names], create_graph=True
             )
