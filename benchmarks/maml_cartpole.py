@@ -70,6 +70,13 @@ def main() -> None:
         help="CAVIA: adapt only this many context parameters fed to the first layer (0: every "
         "parameter adapts)",
     )
+    p.add_argument(
+        "--inner-objective",
+        choices=("vpg", "lvc"),
+        default="vpg",
+        help="maml/metasgd: the inner loss the meta-gradient differentiates through (lvc also "
+        "credits the pre-adaptation policy for the episodes it collects)",
+    )
     p.add_argument("--meta-batch-size", type=int, default=20, help="tasks per meta-iteration")
     p.add_argument(
         "--gae-lambda",
@@ -107,7 +114,7 @@ def main() -> None:
     if args.algorithm == "promp":
         cfg = ProMPConfig(outer_lr=args.outer_lr, **common)
     else:
-        cfg = MAMLConfig(max_kl=0.01, **common)
+        cfg = MAMLConfig(max_kl=0.01, inner_objective=args.inner_objective, **common)
     ev = EvalConfig(
         num_tasks=args.eval_tasks,
         num_steps=3,
@@ -166,6 +173,7 @@ def main() -> None:
             "outer_lr": args.outer_lr if args.algorithm == "promp" else None,
             "meta_batch_size": args.meta_batch_size,
             "context_params": args.context_params,
+            "inner_objective": args.inner_objective,
             "eval_tasks": args.eval_tasks,
             "env_steps_trained": result["env_steps_trained"],
         },

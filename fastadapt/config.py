@@ -134,6 +134,10 @@ class MAMLConfig(CommonConfig):
     """Drop the second-order term (FOMAML)."""
     meta_sgd: bool = False
     """Meta-learn a learning rate per parameter (Meta-SGD); `fastadapt train metasgd` sets it."""
+    inner_objective: Literal["vpg", "lvc"] = "vpg"
+    """The inner loss the meta-gradient differentiates through: vpg (REINFORCE, as in the MAML
+    paper) or lvc (ProMP's low-variance curvature objective: the same inner steps, but its second
+    derivative also credits the pre-adaptation policy for the episodes it collects)."""
     outer: Literal["trpo", "adam"] = "trpo"
     """Outer optimizer: trpo (as in the MAML paper) or adam (first-order outer step)."""
     outer_lr: float = 1e-3
@@ -168,6 +172,8 @@ class MAMLConfig(CommonConfig):
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.cg_damping < 0:
             raise ConfigError(f"cg_damping must be >= 0, got {self.cg_damping}")
+        if self.inner_objective not in ("vpg", "lvc"):
+            raise ConfigError(f"inner_objective must be vpg or lvc, got {self.inner_objective!r}")
         if not 0 < self.backtrack_ratio < 1:
             raise ConfigError(f"backtrack_ratio must be in (0, 1), got {self.backtrack_ratio}")
 

@@ -100,6 +100,37 @@ def test_first_order_drops_exactly_the_second_order_term():
     torch.testing.assert_close(so, dl_dphi - lr * H @ dl_dphi)
 
 
+def test_lvc_meta_gradient_adds_exactly_the_pre_adaptation_score_term():
+    """Through an LVC inner step the meta-gradient is (I - lr (H + S)) dL/dphi, with H the VPG
+    inner loss's Hessian and S = -sum_t A_t grad log pi grad log pi^T / n the term that credits
+    the policy that sampled the pre-adaptation episodes; the adapted parameters are the same."""
+    pol, params, train, valid = tiny_problem(tasks=1)
+    names, lr = list(params), 0.5
+    vpg = adapt(pol, params, [train], [lr])
+    lvc = adapt(pol, params, [train], [lr], objective="lvc")
+    for k in names:
+        torch.testing.assert_close(vpg[k], lvc[k])
+    so_lvc = flatten(torch.autograd.grad(inner_loss(pol, lvc, valid).sum(), list(params.values())))
+    phi = {k: v.detach().requires_grad_(True) for k, v in vpg.items()}
+    dl_dphi = flatten(torch.autograd.grad(inner_loss(pol, phi, valid).sum(), list(phi.values())))
+    flat = flatten([params[k].detach() for k in names])
+
+    def inner(x):
+        p = dict(zip(names, unflatten(x, [params[k] for k in names]), strict=True))
+        return inner_loss(pol, {k: v.unsqueeze(0) for k, v in p.items()}, train).sum()
+
+    H = torch.autograd.functional.hessian(inner, flat)
+    rows = []  # grad log pi of every real step
+    logp = per_task_log_probs(pol, params, train.obs, train.actions)[0].flatten()
+    for i in range(logp.numel()):
+        rows.append(flatten(torch.autograd.grad(logp[i], list(params.values()), retain_graph=True)))
+    G = torch.stack(rows)
+    w = (train.advantages * train.mask)[0].flatten()
+    S = -(G.T * w) @ G / train.mask.sum()
+    torch.testing.assert_close(so_lvc, dl_dphi - lr * (H + S) @ dl_dphi)
+    assert not torch.allclose(so_lvc, dl_dphi - lr * H @ dl_dphi)  # the term is not negligible
+
+
 @pytest.mark.parametrize("context", [0, 3], ids=["maml", "cavia"])
 def test_batched_adaptation_equals_per_task_loop(context):
     pol, params, train, _ = tiny_problem(tasks=4, context=context)

@@ -26,9 +26,12 @@ def test_same_seed_same_parameters_other_seed_differs():
     assert not all(torch.equal(pa[k], pc[k]) for k in pa)
 
 
-@pytest.mark.parametrize("fvp", ["subsampled", "adapted", "exact"])
-def test_trpo_step_respects_max_kl(fvp):
-    learner = MAML(dataclasses.replace(SMALL, fvp=fvp, max_kl=0.005))
+@pytest.mark.parametrize(
+    "fvp,objective",
+    [("subsampled", "vpg"), ("adapted", "vpg"), ("exact", "vpg"), ("subsampled", "lvc")],
+)
+def test_trpo_step_respects_max_kl(fvp, objective):
+    learner = MAML(dataclasses.replace(SMALL, fvp=fvp, max_kl=0.005, inner_objective=objective))
     for _ in range(3):
         m = learner.step()
         assert m["outer/kl"] <= 0.005
@@ -106,6 +109,7 @@ def test_discrete_family_trains():
         ("env_kwargs", "{bad", "JSON"),
         ("batch_unit", "transitions", "batch_unit"),
         ("context_params", -1, "context_params"),
+        ("inner_objective", "dice", "inner_objective"),
     ],
 )
 def test_bad_config_values_are_refused(field, value, match):

@@ -138,7 +138,9 @@ class MAML(Checkpointable):
         adv = flat_tasks(valid.advantages.unsqueeze(-1)).squeeze(-1)
 
         def adapted() -> Params:
-            phi = adapt(policy, self.meta_params, batches, lrs, cfg.first_order)
+            phi = adapt(
+                policy, self.meta_params, batches, lrs, cfg.first_order, cfg.inner_objective
+            )
             return per_task_params(phi, num_tasks)
 
         def surrogate(d) -> torch.Tensor:
@@ -186,6 +188,7 @@ class MAML(Checkpointable):
                 cfg.fisher_subsample,
                 lambda phi: mean_kl(policy.dist(phi, obs[:, sub]), sub),
                 num_tasks,
+                cfg.inner_objective,
             )
         else:
             # Fisher at the adapted parameters: phi(theta) = theta - sum_k lr_k g_k with the inner
@@ -218,7 +221,9 @@ class MAML(Checkpointable):
         }
 
 
-def _subsampled_exact_kl(policy, meta_params, batches, grads, lrs, every, kl_of, num_tasks):
+def _subsampled_exact_kl(
+    policy, meta_params, batches, grads, lrs, every, kl_of, num_tasks, objective="vpg"
+):
     """A KL whose Hessian at the current meta-parameters is the exact Gauss-Newton Fisher
     ``J^T F J`` through the adaptation, with the inner Hessians in ``J = prod(I - lr H_k)`` estimated
     on every ``every``-th episode (or step, if packed) of each pre-update batch (and ``F`` on the
@@ -228,7 +233,7 @@ def _subsampled_exact_kl(policy, meta_params, batches, grads, lrs, every, kl_of,
     subs = [subsample_batch(b, every) for b in batches]
     anchors, phi_old = [], expand_params({k: v.detach() for k, v in meta_params.items()}, num_tasks)
     for b, g, lr in zip(subs, grads, lrs, strict=True):
-        _, g_sub = adapt_step(policy, phi_old, b, lr, first_order=True)
+        _, g_sub = adapt_step(policy, phi_old, b, lr, first_order=True, objective=objective)
         anchors.append(g_sub)
         phi_old = {k: v.detach() for k, v in apply_inner_update(phi_old, g, lr).items()}
 
@@ -237,7 +242,9 @@ def _subsampled_exact_kl(policy, meta_params, batches, grads, lrs, every, kl_of,
         for b, g, g_anchor, lr in zip(subs, grads, anchors, lrs, strict=True):
             names = list(g)
             g_sub = torch.autograd.grad(
-                inner_loss(policy, phi, b).sum(), [phi[k] for k in names], create_graph=True
+                inner_loss(policy, phi, b, objective).sum(),
+                [phi[k] for k in names],
+                create_graph=True,
             )
             step = {k: g[k] + gs - g_anchor[k] for k, gs in zip(names, g_sub, strict=True)}
             phi = apply_inner_update(phi, step, lr)
