@@ -352,7 +352,9 @@ class EvalConfig:
     later_lr_scales: tuple[float, ...] = (1.0, 0.4, 0.2, 0.1)
     """Scales of the later steps' learning rate tried by `tune_later_lr`."""
     pretrain_iterations: int = 0
-    """Pretraining iterations; 0 matches the meta-training env-step budget."""
+    """Pretraining iterations; 0: as many batches as meta-training collected (about its env-step
+    budget, more when the meta-learner's episodes are shorter; see eval.json's
+    env_steps_trained)."""
     seed: int = 1000
     """Seed of the evaluation's environments and action noise (test tasks come from the test split
     of the run's seed)."""

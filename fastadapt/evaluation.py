@@ -261,9 +261,11 @@ def pretrain_baseline(
 ) -> Any:
     """The multi-task pretraining baseline: MAML-TRPO with zero inner steps (plain multi-task
     policy optimization) on the learner's family and common settings, trained for
-    ``(num_inner_steps + 1) x meta_iterations`` iterations (the same env-step budget, since each of
-    its iterations collects one batch instead of ``num_inner_steps + 1``). Kept under
-    ``run_dir/baselines/pretrain`` and reused if already finished."""
+    ``(num_inner_steps + 1) x meta_iterations`` iterations: as many batches as meta-training
+    collected, since each of its iterations collects one batch instead of ``num_inner_steps + 1``.
+    In env steps that was 1.08-2.1x the meta-learner's in the benchmarks (a meta-policy that falls
+    before adapting collects short pre-adaptation episodes). Kept under ``run_dir/baselines/pretrain`` and reused if
+    already finished."""
     from fastadapt.train import load_learner, make_learner, train
 
     lc = learner.config
