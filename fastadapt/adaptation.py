@@ -24,6 +24,18 @@ from fastadapt.sampling import Episodes, collect
 #: A learning rate per inner step: a float (MAML) or a tensor per parameter (Meta-SGD).
 InnerLR = float | Mapping[str, torch.Tensor]
 
+#: Inner losses :func:`inner_loss` knows.
+INNER_OBJECTIVES = ("vpg", "lvc")
+
+
+def check_inner_objective(objective: str) -> None:
+    """Refuse an inner objective other than those in :data:`INNER_OBJECTIVES`."""
+    if objective not in INNER_OBJECTIVES:
+        raise ConfigError(
+            f"unknown inner objective {objective!r} (inner_objective); known: "
+            f"{', '.join(INNER_OBJECTIVES)}"
+        )
+
 
 class AdaptBatch(NamedTuple):
     """What an inner step needs from a batch of episodes, ``[tasks, T, E, ...]``. Advantages are
@@ -97,13 +109,9 @@ def inner_loss(
     ``-(pi(a|s) / stop_grad(pi(a|s))) A``: the same value of the first derivative, a better-behaved
     second derivative (Rothfuss et al. 2019).
     """
+    check_inner_objective(objective)
     logp = per_task_log_probs(policy, params, batch.obs, batch.actions)
-    if objective == "lvc":
-        weight = torch.exp(logp - logp.detach())
-    elif objective == "vpg":
-        weight = logp
-    else:
-        raise ConfigError(f"unknown inner objective {objective!r}; known: vpg, lvc")
+    weight = torch.exp(logp - logp.detach()) if objective == "lvc" else logp
     n = batch.mask.sum((1, 2)).clamp_min(1)
     return -(weight * batch.advantages * batch.mask).sum((1, 2)) / n
 

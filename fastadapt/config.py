@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from fastadapt.adaptation import check_inner_objective
 from fastadapt.errors import ConfigError
 from fastadapt.sampling import check_batch_unit
 
@@ -172,8 +173,7 @@ class MAMLConfig(CommonConfig):
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.cg_damping < 0:
             raise ConfigError(f"cg_damping must be >= 0, got {self.cg_damping}")
-        if self.inner_objective not in ("vpg", "lvc"):
-            raise ConfigError(f"inner_objective must be vpg or lvc, got {self.inner_objective!r}")
+        check_inner_objective(self.inner_objective)
         if not 0 < self.backtrack_ratio < 1:
             raise ConfigError(f"backtrack_ratio must be in (0, 1), got {self.backtrack_ratio}")
 
