@@ -92,26 +92,20 @@ class MLPPolicy:
                 f"MLP policies need a flat Box observation space, got {observation_space}"
             )
         if isinstance(action_space, gym.spaces.Discrete):
-            return cls(
-                observation_space.shape[0],
-                int(action_space.n),
-                True,
-                tuple(hidden),
-                activation,
-                init_log_std,
-                context_dim,
-            )
-        if isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
-            return cls(
-                observation_space.shape[0],
-                action_space.shape[0],
-                False,
-                tuple(hidden),
-                activation,
-                init_log_std,
-                context_dim,
-            )
-        raise SpaceError(f"unsupported action space {action_space}")
+            action_dim, discrete = int(action_space.n), True
+        elif isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
+            action_dim, discrete = action_space.shape[0], False
+        else:
+            raise SpaceError(f"unsupported action space {action_space}")
+        return cls(
+            observation_space.shape[0],
+            action_dim,
+            discrete,
+            tuple(hidden),
+            activation,
+            init_log_std,
+            context_dim,
+        )
 
     # ---- parameters -------------------------------------------------------------------------
 
