@@ -264,8 +264,8 @@ def pretrain_baseline(
     ``(num_inner_steps + 1) x meta_iterations`` iterations: as many batches as meta-training
     collected, since each of its iterations collects one batch instead of ``num_inner_steps + 1``.
     In env steps that was 0.99-2.4x the meta-learner's in the benchmarks (a meta-policy that falls
-    before adapting collects short pre-adaptation episodes). Kept under ``run_dir/baselines/pretrain`` and reused if
-    already finished."""
+    before adapting collects short pre-adaptation episodes). Kept under
+    ``run_dir/baselines/pretrain`` and reused if already finished."""
     from fastadapt.train import load_learner, make_learner, train
 
     lc = learner.config
