@@ -77,6 +77,12 @@ def main() -> None:
         help="maml/metasgd: the inner loss the meta-gradient differentiates through (lvc also "
         "credits the pre-adaptation policy for the episodes it collects)",
     )
+    p.add_argument(
+        "--pre-adapt-weight",
+        type=float,
+        default=0.0,
+        help="maml/metasgd: weight of the pre-adaptation episodes' return in the meta-objective",
+    )
     p.add_argument("--meta-batch-size", type=int, default=20, help="tasks per meta-iteration")
     p.add_argument(
         "--gae-lambda",
@@ -114,7 +120,12 @@ def main() -> None:
     if args.algorithm == "promp":
         cfg = ProMPConfig(outer_lr=args.outer_lr, **common)
     else:
-        cfg = MAMLConfig(max_kl=0.01, inner_objective=args.inner_objective, **common)
+        cfg = MAMLConfig(
+            max_kl=0.01,
+            inner_objective=args.inner_objective,
+            pre_adapt_weight=args.pre_adapt_weight,
+            **common,
+        )
     ev = EvalConfig(
         num_tasks=args.eval_tasks,
         num_steps=3,
@@ -174,6 +185,7 @@ def main() -> None:
             "meta_batch_size": args.meta_batch_size,
             "context_params": args.context_params,
             "inner_objective": args.inner_objective,
+            "pre_adapt_weight": args.pre_adapt_weight,
             "eval_tasks": args.eval_tasks,
             "env_steps_trained": result["env_steps_trained"],
         },

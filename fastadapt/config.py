@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -139,6 +140,10 @@ class MAMLConfig(CommonConfig):
     """The inner loss the meta-gradient differentiates through: vpg (REINFORCE, as in the MAML
     paper) or lvc (ProMP's low-variance curvature objective: the same inner steps, but its second
     derivative also credits the pre-adaptation policy for the episodes it collects)."""
+    pre_adapt_weight: float = 0.0
+    """Weight of the pre-adaptation episodes' return in the meta-objective (0: the post-adaptation
+    return only, as in MAML; 1: every episode of the trial counts, like MAML++'s multi-step loss).
+    A meta-policy rewarded for its pre-adaptation episodes keeps them long and informative."""
     outer: Literal["trpo", "adam"] = "trpo"
     """Outer optimizer: trpo (as in the MAML paper) or adam (first-order outer step)."""
     outer_lr: float = 1e-3
@@ -174,6 +179,13 @@ class MAMLConfig(CommonConfig):
         if self.cg_damping < 0:
             raise ConfigError(f"cg_damping must be >= 0, got {self.cg_damping}")
         check_inner_objective(self.inner_objective)
+        if not (self.pre_adapt_weight >= 0 and math.isfinite(self.pre_adapt_weight)):
+            raise ConfigError(f"pre_adapt_weight must be >= 0, got {self.pre_adapt_weight}")
+        if self.pre_adapt_weight and self.num_inner_steps == 0:
+            raise ConfigError(
+                "pre_adapt_weight needs num_inner_steps >= 1 (without adaptation "
+                "the pre-adaptation episodes are the post-adaptation ones)"
+            )
         if not 0 < self.backtrack_ratio < 1:
             raise ConfigError(f"backtrack_ratio must be in (0, 1), got {self.backtrack_ratio}")
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from fastadapt.adaptation import inner_loss
 from fastadapt.config import MAMLConfig
 from fastadapt.errors import ConfigError
 from fastadapt.learners.maml import MAML
@@ -110,11 +111,58 @@ def test_discrete_family_trains():
         ("batch_unit", "transitions", "batch_unit"),
         ("context_params", -1, "context_params"),
         ("inner_objective", "dice", "inner_objective"),
+        ("pre_adapt_weight", -1.0, "pre_adapt_weight"),
+        ("pre_adapt_weight", float("nan"), "pre_adapt_weight"),
     ],
 )
 def test_bad_config_values_are_refused(field, value, match):
     with pytest.raises(ConfigError, match=match):
         MAML(dataclasses.replace(SMALL, **{field: value}))
+
+
+def test_pre_adapt_weight_needs_an_inner_step():
+    with pytest.raises(ConfigError, match="pre_adapt_weight needs num_inner_steps"):
+        MAML(dataclasses.replace(SMALL, num_inner_steps=0, pre_adapt_weight=1.0))
+
+
+def _outer_gradient(weight):
+    """The gradient the Adam outer step applies, and the pre-adaptation batch it came from."""
+    learner = MAML(dataclasses.replace(SMALL, outer="adam", pre_adapt_weight=weight))
+    seen = {}
+    outer_step, adam_step = learner._outer_step, learner.optimizer.step
+
+    def capture_batches(batches, *args):
+        seen["pre"] = batches[0]
+        return outer_step(batches, *args)
+
+    def capture_grads(*args, **kwargs):
+        seen["grad"] = {k: v.grad.clone() for k, v in learner.meta_params.items()}
+        return adam_step(*args, **kwargs)
+
+    learner._outer_step, learner.optimizer.step = capture_batches, capture_grads
+    theta = {k: v.detach().clone() for k, v in learner.meta_params.items()}
+    learner.step()
+    return seen, theta, learner.policy
+
+
+@pytest.mark.parametrize("weight", [1.0, 2.5])
+def test_pre_adapt_weight_adds_the_pre_adaptation_policy_gradient(weight):
+    # same seed: the same episodes; the difference is weight x the VPG gradient of the
+    # pre-adaptation batch at the meta-parameters
+    base, _, _ = _outer_gradient(0.0)
+    seen, theta, policy = _outer_gradient(weight)
+    params = {k: v.requires_grad_(True) for k, v in theta.items()}
+    ref = torch.autograd.grad(inner_loss(policy, params, seen["pre"]).mean(), list(params.values()))
+    assert any(g.abs().max() > 1e-4 for g in ref)
+    for (k, g), r in zip(seen["grad"].items(), ref, strict=True):
+        torch.testing.assert_close(g - base["grad"][k], weight * r, atol=1e-5, rtol=1e-4)
+
+
+def test_pre_adapt_weight_trpo_respects_max_kl():
+    learner = MAML(dataclasses.replace(SMALL, max_kl=0.005, pre_adapt_weight=1.0))
+    for _ in range(2):
+        m = learner.step()
+        assert m["outer/kl"] <= 0.005 and m["outer/accepted"] == 1.0
 
 
 def test_unknown_algorithm_is_refused():

@@ -30,6 +30,7 @@ from fastadapt.adaptation import (
     inner_loss,
     inner_lr_schedule,
     make_adapt_batch,
+    per_task_log_probs,
     subsample_batch,
 )
 from fastadapt.config import MAMLConfig
@@ -143,9 +144,16 @@ class MAML(Checkpointable):
             )
             return per_task_params(phi, num_tasks)
 
+        pre_surrogate = None
+        if cfg.pre_adapt_weight:
+            pre_surrogate = _pre_adapt_surrogate(policy, self.meta_params, batches[0])
+
         def surrogate(d) -> torch.Tensor:
             ratio = torch.exp(policy.log_prob(d, act) - old_logp)
-            return -((ratio * adv * mask).sum(1) / n).mean()
+            loss = -((ratio * adv * mask).sum(1) / n).mean()
+            if pre_surrogate is not None:
+                loss = loss + cfg.pre_adapt_weight * pre_surrogate()
+            return loss
 
         def mean_kl(d, idx: slice = slice(None)) -> torch.Tensor:
             old = type(old_dist)(old_dist.loc[:, idx], old_dist.log_std)
@@ -219,6 +227,20 @@ class MAML(Checkpointable):
             "outer/step_fraction": info.step_fraction,
             "outer/accepted": float(info.accepted),
         }
+
+
+def _pre_adapt_surrogate(policy, meta_params: Params, batch: AdaptBatch):
+    """The importance-weighted surrogate of the pre-adaptation episodes at the meta-parameters
+    (which collected them): a function of the current ``meta_params``, mean over tasks."""
+    with torch.no_grad():
+        old = per_task_log_probs(policy, meta_params, batch.obs, batch.actions)
+    n = batch.mask.sum((1, 2)).clamp_min(1)
+
+    def loss() -> torch.Tensor:
+        ratio = torch.exp(per_task_log_probs(policy, meta_params, batch.obs, batch.actions) - old)
+        return -((ratio * batch.advantages * batch.mask).sum((1, 2)) / n).mean()
+
+    return loss
 
 
 def _subsampled_exact_kl(
