@@ -33,7 +33,6 @@ from fastadapt.learners.maml import MAML
 from fastadapt.learners.promp import ProMP
 from fastadapt.learners.reptile import Reptile
 from fastadapt.learners.rl2 import RL2
-from fastadapt.policies import MLPPolicy
 from fastadapt.runs import (
     FINAL,
     MetricsLogger,
@@ -76,15 +75,6 @@ def make_learner(algorithm: str, config: Any, family: Any = None) -> Any:
     return learner_cls(config, family)
 
 
-def mlp_identity(policy: MLPPolicy) -> dict[str, Any]:
-    """An MLP policy's architecture; ``context_dim`` only when set, so checkpoints from before
-    the option still match."""
-    arch = dataclasses.asdict(policy)
-    if not arch["context_dim"]:
-        del arch["context_dim"]
-    return arch
-
-
 def run_identity(learner: Any) -> dict[str, Any]:
     """What a checkpoint must match to be loaded into this learner."""
     return {
@@ -94,7 +84,7 @@ def run_identity(learner: Any) -> dict[str, Any]:
         "policy": (
             describe(learner.policy)
             if isinstance(learner.policy, SequencePolicy)
-            else mlp_identity(learner.policy)
+            else dataclasses.asdict(learner.policy)
         ),
     }
 
@@ -109,8 +99,14 @@ def checkpoint_meta(learner: Any) -> dict[str, Any]:
     }
 
 
-def _normalize(meta_identity: dict[str, Any]) -> dict[str, Any]:
-    return json.loads(json.dumps(meta_identity))  # tuples -> lists, as stored in JSON
+def _normalize(identity: dict[str, Any]) -> dict[str, Any]:
+    """An identity (or a checkpoint's record) in canonical JSON form: tuples as lists, and an MLP's
+    ``context_dim`` only when set, so records from before the option, or with it at 0, match."""
+    out = json.loads(json.dumps(identity))
+    policy = out.get("policy")
+    if isinstance(policy, dict) and policy.get("context_dim") == 0:
+        del policy["context_dim"]
+    return out
 
 
 def train(
@@ -135,7 +131,7 @@ def train(
         found = latest_valid_checkpoint(run_dir)
         if found is not None:
             tensors, meta = found
-            check_compatible(meta, ident, f"checkpoint in {run_dir}")
+            check_compatible(_normalize(meta), ident, f"checkpoint in {run_dir}")
             _check_tensors(learner, tensors)
             learner.load_state(tensors, meta)
     else:
@@ -275,7 +271,7 @@ def load_learner(path: Path | str) -> Any:
         raise CheckpointError(f"checkpoint names unknown algorithm {algorithm!r}")
     cfg = config_from_dict(LEARNERS[algorithm][0], meta["config"])
     learner = make_learner(algorithm, cfg)
-    check_compatible(meta, _normalize(run_identity(learner)), str(path))
+    check_compatible(_normalize(meta), _normalize(run_identity(learner)), str(path))
     _check_tensors(learner, tensors)
     learner.load_state(tensors, meta)
     return learner

@@ -99,11 +99,26 @@ def test_checkpoint_of_another_family_or_shape_is_refused(tmp_path):
     (tmp_path / "nav" / "model.json").unlink()
     with pytest.raises(CheckpointError, match="policy"):
         resume_run(tmp_path / "nav", progress=False)
-    # a CAVIA context is part of the architecture; without one the record is as it always was
-    assert "context_dim" not in run_identity(learner)["policy"]
+    # a CAVIA context is part of the architecture
     cavia = make_learner("maml", dataclasses.replace(CFG, context_params=3))
     with pytest.raises(CheckpointError, match="context_dim"):
         check_compatible(meta, run_identity(cavia), "ckpt")
+
+
+def test_records_without_a_context_or_with_context_dim_0_load(tmp_path):
+    # without a context the record is as it was before the option; a record that spells out
+    # context_dim 0 (as some runs did) is the same architecture
+    train(make_learner("maml", CFG), tmp_path / "nav", progress=False)
+    path = tmp_path / "nav" / "model.json"
+    meta = json.loads(path.read_text())
+    assert "context_dim" not in meta["policy"]
+    meta["policy"]["context_dim"] = 0
+    path.write_text(json.dumps(meta))
+    assert load_learner(tmp_path / "nav").iteration == CFG.meta_iterations
+    meta["policy"]["context_dim"] = 3
+    path.write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="context_dim"):
+        load_learner(tmp_path / "nav")
 
 
 class Evil:
