@@ -68,20 +68,30 @@ def print_returns(returns: dict[str, Sequence[float]], title: str = "method") ->
 
 
 def train_and_evaluate(
-    algorithm: str, cfg: Any, ev: Any, run_dir: Path, progress: bool
+    algorithm: str, cfg: Any, ev: Any, run_dir: Path, progress: bool, reuse: bool = False
 ) -> tuple[Any, dict[str, Any], list[dict[str, float]], float]:
     """Meta-train ``algorithm`` with ``cfg`` in ``run_dir``, then evaluate it (and the baselines
     ``ev`` names) on held-out tasks. Returns the learner, the evaluation result, the per-iteration
     metrics and the training seconds (set-up included). The caller writes the result
-    (``fastadapt.evaluation.write_eval``) once complete."""
+    (``fastadapt.evaluation.write_eval``) once complete. ``reuse``: evaluate the finished run
+    already in ``run_dir`` if it was trained with ``cfg`` (``train_s`` is then its training
+    time), else train."""
     from fastadapt.evaluation import evaluate_learner
     from fastadapt.runs import read_metrics
     from fastadapt.train import make_learner, train
 
     t0 = time.perf_counter()
-    learner = make_learner(algorithm, cfg)
-    train(learner, run_dir, overwrite=True, progress=progress)
-    train_s = time.perf_counter() - t0
+    learner = None
+    if reuse:
+        learner, why = finished_same_run(run_dir, cfg, algorithm)
+        if learner is None:
+            print(f"{why}: training it", flush=True)
+    if learner is None:
+        learner = make_learner(algorithm, cfg)
+        train(learner, run_dir, overwrite=True, progress=progress)
+        train_s = time.perf_counter() - t0
+    else:
+        train_s = read_metrics(run_dir)[-1]["time/wall_s"]
     rows = read_metrics(run_dir)
     result = evaluate_learner(learner, ev, run_dir, progress=progress)
     return learner, result, rows, train_s
@@ -187,9 +197,10 @@ def rl2_parser(
     return p
 
 
-def finished_same_run(run_dir: Path, cfg: Any) -> tuple[Any, str]:
+def finished_same_run(run_dir: Path, cfg: Any, algorithm: str = "rl2") -> tuple[Any, str]:
     """``(learner, "")`` restored from ``run_dir``'s final model when that run finished and was
-    trained with ``cfg`` (device and checkpointing aside), else ``(None, why not)``."""
+    trained by ``algorithm`` with ``cfg`` (device and checkpointing aside), else
+    ``(None, why not)``."""
     import dataclasses
 
     from fastadapt.runs import is_finished
@@ -198,6 +209,8 @@ def finished_same_run(run_dir: Path, cfg: Any) -> tuple[Any, str]:
     if not is_finished(run_dir):
         return None, f"{run_dir} holds no finished run"
     learner = load_learner(run_dir)
+    if learner.name != algorithm:
+        return None, f"{run_dir} was trained by {learner.name}, not {algorithm}"
     ignored = {"device", "checkpoint_every", "keep_checkpoints", "flush_denormal"}
     fields = [f.name for f in dataclasses.fields(cfg) if f.name not in ignored]
     differ = [f for f in fields if getattr(learner.config, f) != getattr(cfg, f)]

@@ -97,6 +97,12 @@ def main() -> None:
         default=40,
         help="held-out test tasks (the paired 95%% intervals narrow as 1/sqrt(tasks))",
     )
+    p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="evaluate the finished run in --run-dir if it was trained with these settings "
+        "instead of training it again",
+    )
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args()
     if args.outer_lr is not None and args.algorithm != "promp":
@@ -132,7 +138,7 @@ def main() -> None:
         episodes_per_step=10,
     )
     _, result, rows, _ = train_and_evaluate(
-        args.algorithm, cfg, ev, args.run_dir, not args.no_progress
+        args.algorithm, cfg, ev, args.run_dir, not args.no_progress, args.reuse
     )
     sec_per_it = statistics.median(r["time/iteration_s"] for r in rows)
     write_eval(result, args.run_dir)

@@ -62,6 +62,18 @@ def main() -> None:
         default=0,
         help="CAVIA: adapt only this many context parameters fed to the first layer (0: MAML)",
     )
+    p.add_argument(
+        "--raw-advantages",
+        action="store_true",
+        help="inner and outer steps on the linear baseline's advantages as they are, not "
+        "normalized per task (an inner step then shrinks as the returns level off)",
+    )
+    p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="evaluate the finished run in --run-dir if it was trained with these settings "
+        "instead of training it again",
+    )
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args()
     t0 = time.perf_counter()
@@ -82,6 +94,7 @@ def main() -> None:
         checkpoint_every=100,
         batch_unit=args.batch_unit,
         context_params=args.context_params,
+        normalize_advantages=not args.raw_advantages,
     )
     ev = EvalConfig(
         num_tasks=40,
@@ -91,7 +104,7 @@ def main() -> None:
         tune_later_lr=True,
     )
     _, result, rows, train_s = train_and_evaluate(
-        "maml", cfg, ev, args.run_dir, not args.no_progress
+        "maml", cfg, ev, args.run_dir, not args.no_progress, args.reuse
     )
     sec_per_it = statistics.median(r["time/iteration_s"] for r in rows)
     result["paper"] = PAPER
@@ -119,6 +132,7 @@ def main() -> None:
             "inner_lr": args.inner_lr,
             "meta_batch_size": args.meta_batch_size,
             "context_params": args.context_params,
+            "normalize_advantages": not args.raw_advantages,
             "returns": returns,
             "ci95": {k: v["ci95"] for k, v in result["returns"].items()},
             "env_steps_trained": result["env_steps_trained"],

@@ -124,6 +124,28 @@ def test_cartpole_benchmark_reports_the_chosen_meta_learner_against_the_baseline
         assert result["outer_lr"] is None
 
 
+def test_cartpole_benchmark_reuses_a_finished_run_of_the_same_settings_only(
+    tmp_path, monkeypatch, capsys
+):
+    def run(*extra: str) -> dict:
+        out = tmp_path / "out.json"
+        argv = ["--meta-iterations", "1", "--eval-tasks", "4", "--run-dir", str(tmp_path / "run")]
+        run_script(
+            monkeypatch, "maml_cartpole.py", *argv, "--no-progress", "--out", str(out), *extra
+        )
+        return json.loads(out.read_text())
+
+    first = run()
+    model = (tmp_path / "run" / "model.safetensors").stat().st_mtime_ns
+    again = run("--reuse")
+    assert again["returns"] == first["returns"]
+    assert (tmp_path / "run" / "model.safetensors").stat().st_mtime_ns == model  # not retrained
+    other = run("--reuse", "--pre-adapt-weight", "0.5")
+    assert "trained with other settings (pre_adapt_weight" in capsys.readouterr().out
+    assert other["pre_adapt_weight"] == 0.5
+    assert read_config(tmp_path / "run")["config"]["pre_adapt_weight"] == 0.5
+
+
 @pytest.mark.parametrize("algorithm", ["maml", "metasgd"])
 def test_cartpole_benchmark_refuses_an_outer_lr_its_learner_does_not_take(
     tmp_path, monkeypatch, capsys, algorithm
