@@ -85,6 +85,20 @@ def main() -> None:
     )
     p.add_argument("--meta-batch-size", type=int, default=20, help="tasks per meta-iteration")
     p.add_argument(
+        "--episodes",
+        type=int,
+        default=10,
+        help="episodes per task before each inner step in training (and in the test, unless "
+        "--test-episodes)",
+    )
+    p.add_argument(
+        "--test-episodes",
+        type=int,
+        default=None,
+        help="episodes per task before each test step, for every method alike (the MAML paper "
+        "tested with twice its training episodes)",
+    )
+    p.add_argument(
         "--gae-lambda",
         type=float,
         default=1.0,
@@ -114,7 +128,7 @@ def main() -> None:
         env="CartPoleDynamics-v0",
         meta_iterations=args.meta_iterations,
         meta_batch_size=args.meta_batch_size,
-        episodes_per_task=10,
+        episodes_per_task=args.episodes,
         num_inner_steps=args.inner_steps,
         inner_lr=(args.inner_lr, args.inner_lr / 2),
         gamma=0.99,
@@ -135,7 +149,7 @@ def main() -> None:
     ev = EvalConfig(
         num_tasks=args.eval_tasks,
         num_steps=3,
-        episodes_per_step=10,
+        episodes_per_step=args.test_episodes or args.episodes,
     )
     _, result, rows, _ = train_and_evaluate(
         args.algorithm, cfg, ev, args.run_dir, not args.no_progress, args.reuse
@@ -189,6 +203,8 @@ def main() -> None:
             "algorithm": args.algorithm,
             "outer_lr": args.outer_lr if args.algorithm == "promp" else None,
             "meta_batch_size": args.meta_batch_size,
+            "episodes": args.episodes,
+            "test_episodes": args.test_episodes or args.episodes,
             "context_params": args.context_params,
             "inner_objective": args.inner_objective,
             "pre_adapt_weight": args.pre_adapt_weight,

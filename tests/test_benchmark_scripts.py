@@ -140,6 +140,13 @@ def test_cartpole_benchmark_reuses_a_finished_run_of_the_same_settings_only(
     again = run("--reuse")
     assert again["returns"] == first["returns"]
     assert (tmp_path / "run" / "model.safetensors").stat().st_mtime_ns == model  # not retrained
+    # more test episodes: the same model, every method tested on 3 episodes per step
+    more = run("--reuse", "--test-episodes", "3")
+    assert (tmp_path / "run" / "model.safetensors").stat().st_mtime_ns == model
+    assert more["test_episodes"] == 3 and more["episodes"] == 10
+    eval_json = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert eval_json["protocol"]["episodes_per_step"] == 3
+    assert more["returns"] != first["returns"]
     other = run("--reuse", "--pre-adapt-weight", "0.5")
     assert "trained with other settings (pre_adapt_weight" in capsys.readouterr().out
     assert other["pre_adapt_weight"] == 0.5
