@@ -132,7 +132,6 @@ class MAML(Checkpointable):
         num_tasks = valid.mask.shape[0]
         obs, act = flat_tasks(valid.obs), flat_tasks(valid.actions)
         mask = flat_tasks(valid.mask.unsqueeze(-1)).squeeze(-1)  # [tasks, T*E]
-        n = mask.sum(1).clamp_min(1)
         with torch.no_grad():
             old_dist = policy.dist(per_task_params(phi_old, num_tasks), obs)
             old_logp = policy.log_prob(old_dist, act)
@@ -149,8 +148,7 @@ class MAML(Checkpointable):
             pre_surrogate = _pre_adapt_surrogate(policy, self.meta_params, batches[0])
 
         def surrogate(d) -> torch.Tensor:
-            ratio = torch.exp(policy.log_prob(d, act) - old_logp)
-            loss = -((ratio * adv * mask).sum(1) / n).mean()
+            loss = _ratio_surrogate(policy.log_prob(d, act), old_logp, adv, mask)
             if pre_surrogate is not None:
                 loss = loss + cfg.pre_adapt_weight * pre_surrogate()
             return loss
@@ -229,18 +227,24 @@ class MAML(Checkpointable):
         }
 
 
+def _ratio_surrogate(logp, old_logp, adv, mask) -> torch.Tensor:
+    """Minus the importance-weighted advantage, averaged over each task's real steps, then over
+    tasks; every argument is ``[tasks, steps]``."""
+    ratio = torch.exp(logp - old_logp)
+    return -((ratio * adv * mask).sum(1) / mask.sum(1).clamp_min(1)).mean()
+
+
 def _pre_adapt_surrogate(policy, meta_params: Params, batch: AdaptBatch):
-    """The importance-weighted surrogate of the pre-adaptation episodes at the meta-parameters
-    (which collected them): a function of the current ``meta_params``, mean over tasks."""
+    """The surrogate of the pre-adaptation episodes at the meta-parameters (which collected
+    them), as a function of the current ``meta_params``."""
+
+    def logp() -> torch.Tensor:
+        return per_task_log_probs(policy, meta_params, batch.obs, batch.actions).flatten(1)
+
     with torch.no_grad():
-        old = per_task_log_probs(policy, meta_params, batch.obs, batch.actions)
-    n = batch.mask.sum((1, 2)).clamp_min(1)
-
-    def loss() -> torch.Tensor:
-        ratio = torch.exp(per_task_log_probs(policy, meta_params, batch.obs, batch.actions) - old)
-        return -((ratio * batch.advantages * batch.mask).sum((1, 2)) / n).mean()
-
-    return loss
+        old = logp()
+    adv, mask = batch.advantages.flatten(1), batch.mask.flatten(1)
+    return lambda: _ratio_surrogate(logp(), old, adv, mask)
 
 
 def _subsampled_exact_kl(
