@@ -197,7 +197,7 @@ def rl2_parser(
     return p
 
 
-def finished_same_run(run_dir: Path, cfg: Any, algorithm: str = "rl2") -> tuple[Any, str]:
+def finished_same_run(run_dir: Path, cfg: Any, algorithm: str) -> tuple[Any, str]:
     """``(learner, "")`` restored from ``run_dir``'s final model when that run finished and was
     trained by ``algorithm`` with ``cfg`` (device and checkpointing aside), else
     ``(None, why not)``."""
@@ -259,7 +259,7 @@ def train_rl2_row(
         reuse = False
         print(f"{run_dir}: its start {start[1]} was trained anew: training it", flush=True)
     if evaluate_only or reuse:
-        learner, why = finished_same_run(run_dir, cfg)
+        learner, why = finished_same_run(run_dir, cfg, "rl2")
         if learner is None and evaluate_only:
             raise SystemExit(f"{why}; train it first")
         if learner is None:
