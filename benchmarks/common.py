@@ -86,13 +86,12 @@ def train_and_evaluate(
         learner, why = finished_same_run(run_dir, cfg, algorithm)
         if learner is None:
             print(f"{why}: training it", flush=True)
-    if learner is None:
+    reused = learner is not None
+    if not reused:
         learner = make_learner(algorithm, cfg)
         train(learner, run_dir, overwrite=True, progress=progress)
-        train_s = time.perf_counter() - t0
-    else:
-        train_s = read_metrics(run_dir)[-1]["time/wall_s"]
     rows = read_metrics(run_dir)
+    train_s = rows[-1]["time/wall_s"] if reused else time.perf_counter() - t0
     result = evaluate_learner(learner, ev, run_dir, progress=progress)
     return learner, result, rows, train_s
 
@@ -195,6 +194,16 @@ def rl2_parser(
         "training it again; train the settings that have none",
     )
     return p
+
+
+def add_reuse_argument(p: argparse.ArgumentParser) -> None:
+    """``--reuse`` for the scripts built on :func:`train_and_evaluate`."""
+    p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="evaluate the finished run in --run-dir if it was trained with these settings "
+        "instead of training it again",
+    )
 
 
 def finished_same_run(run_dir: Path, cfg: Any, algorithm: str) -> tuple[Any, str]:

@@ -26,6 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     STEP_HEADERS,
+    add_reuse_argument,
     parser,
     print_returns,
     print_table,
@@ -111,12 +112,7 @@ def main() -> None:
         default=40,
         help="held-out test tasks (the paired 95%% intervals narrow as 1/sqrt(tasks))",
     )
-    p.add_argument(
-        "--reuse",
-        action="store_true",
-        help="evaluate the finished run in --run-dir if it was trained with these settings "
-        "instead of training it again",
-    )
+    add_reuse_argument(p)
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args()
     if args.outer_lr is not None and args.algorithm != "promp":

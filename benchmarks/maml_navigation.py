@@ -25,7 +25,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import parser, print_returns, train_and_evaluate, write_json  # noqa: E402
+from common import (  # noqa: E402
+    add_reuse_argument,
+    parser,
+    print_returns,
+    train_and_evaluate,
+    write_json,
+)
 
 from fastadapt.config import EvalConfig, MAMLConfig  # noqa: E402
 from fastadapt.evaluation import write_eval  # noqa: E402
@@ -68,12 +74,7 @@ def main() -> None:
         help="inner and outer steps on the linear baseline's advantages as they are, not "
         "normalized per task (an inner step then shrinks as the returns level off)",
     )
-    p.add_argument(
-        "--reuse",
-        action="store_true",
-        help="evaluate the finished run in --run-dir if it was trained with these settings "
-        "instead of training it again",
-    )
+    add_reuse_argument(p)
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args()
     t0 = time.perf_counter()
