@@ -61,6 +61,19 @@ def main() -> None:
         default=0.1,
         help="the training inner step; the test steps are this, then half of it",
     )
+    p.add_argument(
+        "--inner-steps",
+        type=int,
+        default=1,
+        help="inner steps in meta-training, with the test's schedule (--inner-lr, then half)",
+    )
+    p.add_argument(
+        "--intermediate-weight",
+        type=float,
+        default=0.0,
+        help="weight of the returns between inner steps in the meta-objective (MAML++'s "
+        "multi-step loss; needs --inner-steps >= 2)",
+    )
     p.add_argument("--meta-batch-size", type=int, default=20)
     p.add_argument(
         "--context-params",
@@ -83,8 +96,9 @@ def main() -> None:
         meta_iterations=args.meta_iterations,
         meta_batch_size=args.meta_batch_size,
         episodes_per_task=20,
-        num_inner_steps=1,
-        inner_lr=(args.inner_lr,),
+        num_inner_steps=args.inner_steps,
+        inner_lr=(args.inner_lr, args.inner_lr / 2)[: args.inner_steps],  # the last repeats
+        intermediate_weight=args.intermediate_weight,
         max_kl=0.01,
         gamma=0.99,
         gae_lambda=1.0,
@@ -131,6 +145,8 @@ def main() -> None:
             "backtrack_ratio": args.backtrack_ratio,
             "batch_unit": args.batch_unit,
             "inner_lr": args.inner_lr,
+            "inner_steps": args.inner_steps,
+            "intermediate_weight": args.intermediate_weight,
             "meta_batch_size": args.meta_batch_size,
             "context_params": args.context_params,
             "normalize_advantages": not args.raw_advantages,

@@ -223,11 +223,26 @@ def adapt(
     ``batches[k]`` must hold episodes collected with the parameters after ``k`` steps (as sampling
     does); the meta-loss replays exactly this function on the stored batches.
     """
+    return adaptation_path(policy, params, batches, lrs, first_order, objective)[-1]
+
+
+def adaptation_path(
+    policy: MLPPolicy,
+    params: Params,
+    batches: Sequence[AdaptBatch],
+    lrs: Sequence[InnerLR],
+    first_order: bool = False,
+    objective: str = "vpg",
+) -> list[Params]:
+    """:func:`adapt`, returning the parameters after every step (``len(batches)`` of them, or
+    ``[params]`` without a batch)."""
     if len(lrs) < len(batches):
         raise ConfigError(f"{len(batches)} inner steps need as many learning rates, got {len(lrs)}")
+    path = []
     for batch, lr in zip(batches, lrs, strict=False):
         params, _ = adapt_step(policy, params, batch, lr, first_order, objective)
-    return params
+        path.append(params)
+    return path or [params]
 
 
 def inner_lr_schedule(inner_lr: float | Sequence[float], steps: int) -> list[float]:

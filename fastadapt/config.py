@@ -144,6 +144,11 @@ class MAMLConfig(CommonConfig):
     """Weight of the pre-adaptation episodes' return in the meta-objective (0: the post-adaptation
     return only, as in MAML; 1: every episode of the trial counts, like MAML++'s multi-step loss).
     A meta-policy rewarded for its pre-adaptation episodes keeps them long and informative."""
+    intermediate_weight: float = 0.0
+    """Weight of the episodes after each inner step but the last in the meta-objective (the last
+    has weight 1): MAML++'s multi-step loss (Antoniou et al. 2019), so the meta-policy is trained
+    for the return after every step of a multi-step adaptation, not only after the last. Needs
+    num_inner_steps >= 2."""
     outer: Literal["trpo", "adam"] = "trpo"
     """Outer optimizer: trpo (as in the MAML paper) or adam (first-order outer step)."""
     outer_lr: float = 1e-3
@@ -185,6 +190,13 @@ class MAMLConfig(CommonConfig):
             raise ConfigError(
                 "pre_adapt_weight needs num_inner_steps >= 1 (without adaptation "
                 "the pre-adaptation episodes are the post-adaptation ones)"
+            )
+        if not (self.intermediate_weight >= 0 and math.isfinite(self.intermediate_weight)):
+            raise ConfigError(f"intermediate_weight must be >= 0, got {self.intermediate_weight}")
+        if self.intermediate_weight and self.num_inner_steps < 2:
+            raise ConfigError(
+                "intermediate_weight needs num_inner_steps >= 2 (the returns between inner "
+                f"steps), got {self.num_inner_steps}"
             )
         if not 0 < self.backtrack_ratio < 1:
             raise ConfigError(f"backtrack_ratio must be in (0, 1), got {self.backtrack_ratio}")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from fastadapt.adaptation import inner_loss
+from fastadapt.adaptation import adapt, inner_loss
 from fastadapt.config import MAMLConfig
 from fastadapt.errors import ConfigError
 from fastadapt.learners.maml import MAML
@@ -113,6 +113,8 @@ def test_discrete_family_trains():
         ("inner_objective", "dice", "inner_objective"),
         ("pre_adapt_weight", -1.0, "pre_adapt_weight"),
         ("pre_adapt_weight", float("nan"), "pre_adapt_weight"),
+        ("intermediate_weight", -0.5, "intermediate_weight"),
+        ("intermediate_weight", float("inf"), "intermediate_weight"),
     ],
 )
 def test_bad_config_values_are_refused(field, value, match):
@@ -125,14 +127,14 @@ def test_pre_adapt_weight_needs_an_inner_step():
         MAML(dataclasses.replace(SMALL, num_inner_steps=0, pre_adapt_weight=1.0))
 
 
-def _outer_gradient(weight):
-    """The gradient the Adam outer step applies, and the pre-adaptation batch it came from."""
-    learner = MAML(dataclasses.replace(SMALL, outer="adam", pre_adapt_weight=weight))
+def _outer_gradient(**overrides):
+    """The gradient the Adam outer step applies, and the inner steps' batches it came from."""
+    learner = MAML(dataclasses.replace(SMALL, outer="adam", **overrides))
     seen = {}
     outer_step, adam_step = learner._outer_step, learner.optimizer.step
 
     def capture_batches(batches, *args):
-        seen["pre"] = batches[0]
+        seen["batches"] = batches
         return outer_step(batches, *args)
 
     def capture_grads(*args, **kwargs):
@@ -149,10 +151,11 @@ def _outer_gradient(weight):
 def test_pre_adapt_weight_adds_the_pre_adaptation_policy_gradient(weight):
     # same seed: the same episodes; the difference is weight x the VPG gradient of the
     # pre-adaptation batch at the meta-parameters
-    base, _, _ = _outer_gradient(0.0)
-    seen, theta, policy = _outer_gradient(weight)
+    base, _, _ = _outer_gradient(pre_adapt_weight=0.0)
+    seen, theta, policy = _outer_gradient(pre_adapt_weight=weight)
     params = {k: v.requires_grad_(True) for k, v in theta.items()}
-    ref = torch.autograd.grad(inner_loss(policy, params, seen["pre"]).mean(), list(params.values()))
+    pre = seen["batches"][0]
+    ref = torch.autograd.grad(inner_loss(policy, params, pre).mean(), list(params.values()))
     assert any(g.abs().max() > 1e-4 for g in ref)
     for (k, g), r in zip(seen["grad"].items(), ref, strict=True):
         torch.testing.assert_close(g - base["grad"][k], weight * r, atol=1e-5, rtol=1e-4)
@@ -160,6 +163,37 @@ def test_pre_adapt_weight_adds_the_pre_adaptation_policy_gradient(weight):
 
 def test_pre_adapt_weight_trpo_respects_max_kl():
     learner = MAML(dataclasses.replace(SMALL, max_kl=0.005, pre_adapt_weight=1.0))
+    for _ in range(2):
+        m = learner.step()
+        assert m["outer/kl"] <= 0.005 and m["outer/accepted"] == 1.0
+
+
+def test_intermediate_weight_needs_two_inner_steps():
+    with pytest.raises(ConfigError, match="intermediate_weight needs num_inner_steps >= 2"):
+        MAML(dataclasses.replace(SMALL, num_inner_steps=1, intermediate_weight=1.0))
+
+
+@pytest.mark.parametrize("weight", [1.0, 0.5])
+def test_intermediate_weight_adds_the_gradient_of_the_return_between_steps(weight):
+    # two inner steps: the difference is weight x the policy gradient of the episodes collected
+    # after the first step, through that (second-order) step
+    two = dict(num_inner_steps=2, inner_lr=(0.1, 0.05))
+    base, _, _ = _outer_gradient(**two)
+    seen, theta, policy = _outer_gradient(intermediate_weight=weight, **two)
+    params = {k: v.requires_grad_(True) for k, v in theta.items()}
+    first, between = seen["batches"]
+    phi1 = adapt(policy, params, [first], [0.1])
+    ref = torch.autograd.grad(inner_loss(policy, phi1, between).mean(), list(params.values()))
+    assert any(g.abs().max() > 1e-4 for g in ref)
+    for (k, g), r in zip(seen["grad"].items(), ref, strict=True):
+        torch.testing.assert_close(g - base["grad"][k], weight * r, atol=1e-5, rtol=1e-4)
+
+
+def test_intermediate_weight_trpo_respects_max_kl():
+    cfg = dataclasses.replace(
+        SMALL, max_kl=0.005, num_inner_steps=2, inner_lr=(0.1, 0.05), intermediate_weight=1.0
+    )
+    learner = MAML(cfg)
     for _ in range(2):
         m = learner.step()
         assert m["outer/kl"] <= 0.005 and m["outer/accepted"] == 1.0

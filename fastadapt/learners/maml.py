@@ -6,7 +6,7 @@ One meta-iteration:
 2. collect episodes with the meta-parameters, adapt, collect with each task's adapted parameters
    (``sample_and_adapt``; the inner step is ``adaptation.adapt_step``);
 3. build the meta-loss on the post-adaptation episodes by *replaying* the differentiable adaptation
-   (``adaptation.adapt``) from the stored pre-adaptation batches, so the outer optimizer can
+   (``adaptation.adaptation_path``) from the stored pre-adaptation batches, so the outer optimizer can
    re-evaluate it at new meta-parameters;
 4. take an outer step: TRPO (conjugate gradient + line search under ``max_kl``) or Adam.
 
@@ -23,8 +23,8 @@ import torch
 from fastadapt.adaptation import (
     AdaptBatch,
     InnerLR,
-    adapt,
     adapt_step,
+    adaptation_path,
     apply_inner_update,
     flat_tasks,
     inner_loss,
@@ -137,21 +137,33 @@ class MAML(Checkpointable):
             old_logp = policy.log_prob(old_dist, act)
         adv = flat_tasks(valid.advantages.unsqueeze(-1)).squeeze(-1)
 
-        def adapted() -> Params:
-            phi = adapt(
-                policy, self.meta_params, batches, lrs, cfg.first_order, cfg.inner_objective
-            )
-            return per_task_params(phi, num_tasks)
-
         pre_surrogate = None
         if cfg.pre_adapt_weight:
             pre_surrogate = _pre_adapt_surrogate(policy, self.meta_params, batches[0])
 
-        def surrogate(d) -> torch.Tensor:
+        def adapted() -> list[Params]:
+            return adaptation_path(
+                policy, self.meta_params, batches, lrs, cfg.first_order, cfg.inner_objective
+            )
+
+        def final_dist(path: list[Params]):
+            return policy.dist(per_task_params(path[-1], num_tasks), obs)
+
+        def objective() -> tuple[torch.Tensor, object]:
+            """The outer loss and the final adapted policy's distribution on ``valid``."""
+            path = adapted()
+            d = final_dist(path)
             loss = _ratio_surrogate(policy.log_prob(d, act), old_logp, adv, mask)
             if pre_surrogate is not None:
                 loss = loss + cfg.pre_adapt_weight * pre_surrogate()
-            return loss
+            if cfg.intermediate_weight:
+                # the episodes after step k (k < K) are the batch of step k + 1
+                for phi, b in zip(path[:-1], batches[1:], strict=True):
+                    logp = per_task_log_probs(policy, phi, b.obs, b.actions).flatten(1)
+                    loss = loss + cfg.intermediate_weight * _ratio_surrogate(
+                        logp, b.log_probs.flatten(1), b.advantages.flatten(1), b.mask.flatten(1)
+                    )
+            return loss, d
 
         def mean_kl(d, idx: slice = slice(None)) -> torch.Tensor:
             old = type(old_dist)(old_dist.loc[:, idx], old_dist.log_std)
@@ -159,11 +171,11 @@ class MAML(Checkpointable):
             return (kl.sum(1) / mask[:, idx].sum(1).clamp_min(1)).mean()
 
         def loss_fn() -> torch.Tensor:
-            return surrogate(policy.dist(adapted(), obs))
+            return objective()[0]
 
         def loss_kl_fn() -> tuple[torch.Tensor, torch.Tensor]:
-            d = policy.dist(adapted(), obs)
-            return surrogate(d), mean_kl(d)
+            loss, d = objective()
+            return loss, mean_kl(d)
 
         if cfg.outer == "adam":
             assert self.optimizer is not None
@@ -183,7 +195,7 @@ class MAML(Checkpointable):
         if cfg.fvp == "exact":
 
             def fvp_kl_fn() -> torch.Tensor:
-                return mean_kl(policy.dist(adapted(), obs))
+                return mean_kl(final_dist(adapted()))
         elif cfg.fvp == "subsampled":
             fvp_kl_fn = _subsampled_exact_kl(
                 policy,
