@@ -1,5 +1,6 @@
 """Benchmark scripts end to end on tiny settings: the RL² scripts' JSON shape, ``--reuse`` and the
-Transformer sampling comparison; the CartPole script with each gradient-based meta-learner."""
+Transformer sampling comparison; the CartPole script with each gradient-based meta-learner; the
+navigation script's training options and JSON shape."""
 
 import json
 import runpy
@@ -198,3 +199,21 @@ def test_tabular_benchmark_trains_with_the_chosen_discount_and_seed(tmp_path, mo
     # a count of iterations per setting must name every setting
     with pytest.raises(SystemExit):
         run_script(monkeypatch, "rl2_tabular.py", "--settings", "2,3", "--iterations", "1,2,3")
+
+
+def test_navigation_benchmark_trains_the_chosen_inner_steps_and_reports_the_paper(
+    tmp_path, monkeypatch
+):
+    out = tmp_path / "out.json"
+    argv = ["--meta-iterations", "1", "--inner-steps", "2", "--intermediate-weight", "0.5"]
+    argv += ["--run-dir", str(tmp_path / "run"), "--no-progress", "--out", str(out)]
+    run_script(monkeypatch, "maml_navigation.py", *argv)
+    result = json.loads(out.read_text())
+    config = read_config(tmp_path / "run")["config"]
+    assert config["num_inner_steps"] == 2 and config["intermediate_weight"] == 0.5
+    assert config["inner_lr"] == [0.1, 0.05]  # the test protocol's schedule
+    assert result["inner_steps"] == 2 and result["intermediate_weight"] == 0.5
+    assert result["returns"]["paper"] == [-40.41, -11.68, -3.33, -3.23]
+    assert {"maml", "scratch", "pretrain"} <= result["returns"].keys()
+    assert all(len(r) == 4 for r in result["returns"].values())
+    assert result["seconds_per_meta_iteration"] > 0 and result["wall_s"] > 0
