@@ -6,8 +6,9 @@ One meta-iteration:
 2. collect episodes with the meta-parameters, adapt, collect with each task's adapted parameters
    (``sample_and_adapt``; the inner step is ``adaptation.adapt_step``);
 3. build the meta-loss on the post-adaptation episodes by *replaying* the differentiable adaptation
-   (``adaptation.adaptation_path``) from the stored pre-adaptation batches, so the outer optimizer can
-   re-evaluate it at new meta-parameters;
+   (``adaptation.adaptation_path``) from the stored pre-adaptation batches, so the outer optimizer
+   can re-evaluate it at new meta-parameters (``pre_adapt_weight`` and ``intermediate_weight`` add
+   the episodes before the last step);
 4. take an outer step: TRPO (conjugate gradient + line search under ``max_kl``) or Adam.
 
 ``num_inner_steps = 0`` makes this plain multi-task policy optimization (the *pretrain* baseline).
@@ -137,10 +138,6 @@ class MAML(Checkpointable):
             old_logp = policy.log_prob(old_dist, act)
         adv = flat_tasks(valid.advantages.unsqueeze(-1)).squeeze(-1)
 
-        pre_surrogate = None
-        if cfg.pre_adapt_weight:
-            pre_surrogate = _pre_adapt_surrogate(policy, self.meta_params, batches[0])
-
         def adapted() -> list[Params]:
             return adaptation_path(
                 policy, self.meta_params, batches, lrs, cfg.first_order, cfg.inner_objective
@@ -154,15 +151,13 @@ class MAML(Checkpointable):
             path = adapted()
             d = final_dist(path)
             loss = _ratio_surrogate(policy.log_prob(d, act), old_logp, adv, mask)
-            if pre_surrogate is not None:
-                loss = loss + cfg.pre_adapt_weight * pre_surrogate()
+            if cfg.pre_adapt_weight:
+                pre = _batch_surrogate(policy, self.meta_params, batches[0])
+                loss = loss + cfg.pre_adapt_weight * pre
             if cfg.intermediate_weight:
                 # the episodes after step k (k < K) are the batch of step k + 1
                 for phi, b in zip(path[:-1], batches[1:], strict=True):
-                    logp = per_task_log_probs(policy, phi, b.obs, b.actions).flatten(1)
-                    loss = loss + cfg.intermediate_weight * _ratio_surrogate(
-                        logp, b.log_probs.flatten(1), b.advantages.flatten(1), b.mask.flatten(1)
-                    )
+                    loss = loss + cfg.intermediate_weight * _batch_surrogate(policy, phi, b)
             return loss, d
 
         def mean_kl(d, idx: slice = slice(None)) -> torch.Tensor:
@@ -246,17 +241,14 @@ def _ratio_surrogate(logp, old_logp, adv, mask) -> torch.Tensor:
     return -((ratio * adv * mask).sum(1) / mask.sum(1).clamp_min(1)).mean()
 
 
-def _pre_adapt_surrogate(policy, meta_params: Params, batch: AdaptBatch):
-    """The surrogate of the pre-adaptation episodes at the meta-parameters (which collected
-    them), as a function of the current ``meta_params``."""
-
-    def logp() -> torch.Tensor:
-        return per_task_log_probs(policy, meta_params, batch.obs, batch.actions).flatten(1)
-
-    with torch.no_grad():
-        old = logp()
-    adv, mask = batch.advantages.flatten(1), batch.mask.flatten(1)
-    return lambda: _ratio_surrogate(logp(), old, adv, mask)
+def _batch_surrogate(policy, params: Params, batch: AdaptBatch) -> torch.Tensor:
+    """:func:`_ratio_surrogate` of an inner step's batch under ``params`` (the parameters that
+    collected it, as a function of the meta-parameters), against its behaviour log-probs."""
+    logp = per_task_log_probs(policy, params, batch.obs, batch.actions).flatten(1)
+    assert batch.log_probs is not None
+    return _ratio_surrogate(
+        logp, batch.log_probs.flatten(1), batch.advantages.flatten(1), batch.mask.flatten(1)
+    )
 
 
 def _subsampled_exact_kl(
