@@ -147,8 +147,8 @@ class MAMLConfig(CommonConfig):
     intermediate_weight: float = 0.0
     """Weight of the episodes after each inner step but the last in the meta-objective (the last
     has weight 1): MAML++'s multi-step loss (Antoniou et al. 2019), so the meta-policy is trained
-    for the return after every step of a multi-step adaptation, not only after the last. Needs
-    num_inner_steps >= 2."""
+    for the return after every step of a multi-step adaptation, not only after the last. TRPO's
+    trust region stays on the last step's policy. Needs num_inner_steps >= 2."""
     outer: Literal["trpo", "adam"] = "trpo"
     """Outer optimizer: trpo (as in the MAML paper) or adam (first-order outer step)."""
     outer_lr: float = 1e-3
