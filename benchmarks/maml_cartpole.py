@@ -119,6 +119,7 @@ def main() -> None:
         p.error(f"--outer-lr is ProMP's; --algorithm {args.algorithm} takes its outer step by TRPO")
     if args.algorithm == "promp" and args.outer_lr is None:
         args.outer_lr = ProMPConfig.outer_lr
+    test_episodes = args.test_episodes or args.episodes
     t0 = time.perf_counter()
     common = dict(
         env="CartPoleDynamics-v0",
@@ -145,7 +146,7 @@ def main() -> None:
     ev = EvalConfig(
         num_tasks=args.eval_tasks,
         num_steps=3,
-        episodes_per_step=args.test_episodes or args.episodes,
+        episodes_per_step=test_episodes,
     )
     _, result, rows, _ = train_and_evaluate(
         args.algorithm, cfg, ev, args.run_dir, not args.no_progress, args.reuse
@@ -200,7 +201,7 @@ def main() -> None:
             "outer_lr": args.outer_lr if args.algorithm == "promp" else None,
             "meta_batch_size": args.meta_batch_size,
             "episodes": args.episodes,
-            "test_episodes": args.test_episodes or args.episodes,
+            "test_episodes": test_episodes,
             "context_params": args.context_params,
             "inner_objective": args.inner_objective,
             "pre_adapt_weight": args.pre_adapt_weight,
