@@ -59,7 +59,8 @@ def ucb1_tuned(family: Bandit, tasks: list[BanditTask], n: int) -> object:
 PAPER = {(5, 10): 6.7, (5, 100): 78.7, (10, 10): 6.7, (10, 100): 83.5}
 # Long trials (n > 10): GAE lambda 0.9, as exploring pays off over more pulls, the learning rate
 # decayed linearly to 0, and a 10x larger entropy bonus: the n = 10 model starts nearly
-# deterministic (entropy 0.05), and with 0.003 it stayed at greedy play (benchmarks/README.md, "RL² on bandits").
+# deterministic (entropy 0.05), and with 0.003 it stayed at greedy play (benchmarks/README.md,
+# "RL² on bandits").
 LONG = {"gae_lambda": 0.9, "lr_schedule": "linear", "entropy_coef": 0.03}
 # With --iterations-fine, long trials then train on from that model at a lower rate.
 FINE = LONG | {"lr": 3e-4}
