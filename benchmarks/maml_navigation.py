@@ -2,11 +2,13 @@
 
     python benchmarks/maml_navigation.py --out runs/bench_maml_nav.json [--meta-iterations N]
         [--batch-unit episodes|steps] [--seed S] [--inner-lr 0.1] [--meta-batch-size 20]
+        [--init xavier|small-output]
 
 Training: 20 tasks per meta-batch, 20 episodes per task, horizon 100, one inner step of 0.1,
-TRPO with max_kl 0.01, a 2x100 ReLU policy, gamma 0.99, GAE lambda 1. Test: 40 held-out tasks,
-40 episodes per step, inner learning rate 0.1 then 0.05, returns after 0..3 steps, beside the
-paper's figures and the scratch and pretrain baselines (same protocol, same samples per step).
+TRPO with max_kl 0.01, a 2x100 ReLU policy (Xavier-uniform weights and zero biases, as the
+reference code), gamma 0.99, GAE lambda 1. Test: 40 held-out tasks, 40 episodes per step, inner
+learning rate 0.1 then 0.05, returns after 0..3 steps, beside the paper's figures and the scratch
+and pretrain baselines (same protocol, same samples per step).
 ``--batch-unit steps`` counts the 20 and 40 episodes as the reference code did (rllab's batch_size):
 whole episodes up to 20 x 100 and 40 x 100 steps per task, for training and test.
 ``--inner-lr A`` trains with one inner step of A and tests with A then A/2 (the reference code's
@@ -35,6 +37,7 @@ from common import (  # noqa: E402
 
 from fastadapt.config import EvalConfig, MAMLConfig  # noqa: E402
 from fastadapt.evaluation import write_eval  # noqa: E402
+from fastadapt.policies import INITS  # noqa: E402
 
 PAPER = [-40.41, -11.68, -3.33, -3.23]
 
@@ -87,6 +90,13 @@ def main() -> None:
         help="inner and outer steps on the linear baseline's advantages as they are, not "
         "normalized per task (an inner step then shrinks as the returns level off)",
     )
+    p.add_argument(
+        "--init",
+        choices=INITS,
+        default="xavier",
+        help="initial weights: xavier (the reference code's, this family's default) or "
+        "small-output (the earlier default; the older figures in benchmarks/README.md)",
+    )
     add_reuse_argument(p)
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args()
@@ -110,6 +120,7 @@ def main() -> None:
         batch_unit=args.batch_unit,
         context_params=args.context_params,
         normalize_advantages=not args.raw_advantages,
+        init=args.init,
     )
     ev = EvalConfig(
         num_tasks=40,
@@ -150,6 +161,7 @@ def main() -> None:
             "meta_batch_size": args.meta_batch_size,
             "context_params": args.context_params,
             "normalize_advantages": not args.raw_advantages,
+            "init": args.init,
             "returns": returns,
             "ci95": {k: v["ci95"] for k, v in result["returns"].items()},
             "env_steps_trained": result["env_steps_trained"],

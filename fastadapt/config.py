@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from fastadapt.adaptation import check_inner_objective
 from fastadapt.errors import ConfigError
+from fastadapt.policies import check_init
 from fastadapt.sampling import check_batch_unit
 
 
@@ -38,6 +39,10 @@ class CommonConfig:
     """relu or tanh; empty means the family's default."""
     init_log_std: float = 0.0
     """Initial log standard deviation of Gaussian policies."""
+    init: str = ""
+    """Initial weights: xavier (Xavier-uniform weights, zero biases, as the MAML reference code) or
+    small-output (PyTorch's default uniform, the output layer scaled by 0.01); empty means the
+    family's default (xavier for Navigation2D-v0, small-output otherwise)."""
     context_params: int = 0
     """CAVIA (Zintgraf et al. 2019; maml, metasgd and promp): N context parameters fed to the
     policy's first layer beside the observation. The inner loop adapts only them; the outer loop
@@ -108,6 +113,8 @@ class CommonConfig:
         self.env_options()
         if self.context_params < 0:
             raise ConfigError(f"context_params must be >= 0, got {self.context_params}")
+        if self.init:
+            check_init(self.init)
 
     def _refuse_context(self, algorithm: str) -> None:
         if self.context_params:
@@ -320,6 +327,11 @@ class RL2Config(CommonConfig):
     def validate(self) -> None:
         super().validate()
         self._refuse_context("rl2")
+        if self.init:
+            raise ConfigError(
+                f"init is for MLP-policy learners; RL² initializes its sequence model its own way, "
+                f"got init={self.init!r}"
+            )
         if self.batch_unit != "episodes":
             raise ConfigError(
                 "RL² samples trials of episodes_per_task episodes; batch_unit must be 'episodes'"

@@ -32,7 +32,7 @@ import torch
 from fastadapt.adaptation import InnerLR, inner_lr_schedule, sample_and_adapt
 from fastadapt.config import CommonConfig, EvalConfig, MAMLConfig
 from fastadapt.errors import ConfigError
-from fastadapt.policies import MLPPolicy, Params
+from fastadapt.policies import MLPPolicy, Params, init_for_family
 from fastadapt.runs import atomic_write_bytes, is_finished
 from fastadapt.tasks.core import TaskFamily, derive_seed, sample_tasks, task_to_dict
 
@@ -188,7 +188,10 @@ def evaluate_learner(
     plain = dataclasses.replace(policy, context_dim=0)
     baselines: dict[str, Params] = {}
     if "scratch" in cfg.baselines:
-        fresh = plain.init_params(torch.Generator().manual_seed(derive_seed(lc.seed, 99)))
+        fresh = plain.init_params(
+            torch.Generator().manual_seed(derive_seed(lc.seed, 99)),
+            init_for_family(lc.env, lc.init),
+        )
         baselines["scratch"] = {k: v.to(lc.device) for k, v in fresh.items()}
         budget["scratch"] = 0
     if "pretrain" in cfg.baselines:

@@ -35,6 +35,27 @@ DEFAULT_ARCH: dict[str, tuple[tuple[int, ...], str]] = {
     "TabularMDP-v0": ((64,), "relu"),
 }
 
+#: Initializations of an MLP's weights (:meth:`MLPPolicy.init_params`).
+INITS = ("small-output", "xavier")
+
+#: Families whose reference initializes otherwise than ``small-output``: the MAML reference code
+#: (rllab) starts its 2D-navigation policy with Xavier-uniform weights and zero biases.
+DEFAULT_INIT: dict[str, str] = {"Navigation2D-v0": "xavier"}
+
+
+def check_init(scheme: str) -> None:
+    """Refuse an initialization not in ``INITS``, naming the known ones."""
+    if scheme not in INITS:
+        raise ConfigError(f"unknown init {scheme!r}; known: {', '.join(INITS)}")
+
+
+def init_for_family(family_id: str, init: str = "") -> str:
+    """The initialization a policy of ``family_id`` starts from: ``init``, or when empty the
+    family's default (``DEFAULT_INIT``, else ``small-output``)."""
+    scheme = init or DEFAULT_INIT.get(family_id.removeprefix("fastadapt/"), "small-output")
+    check_init(scheme)
+    return scheme
+
 
 class DistParams(NamedTuple):
     """The action distribution at a batch of observations: categorical ``logits`` (``std_log`` is
@@ -109,17 +130,30 @@ class MLPPolicy:
 
     # ---- parameters -------------------------------------------------------------------------
 
-    def init_params(self, generator: torch.Generator | None = None) -> Params:
-        """Fresh parameters: PyTorch's default uniform init for hidden layers, a 0.01-scaled
-        output layer (small initial logits / means), ``log_std = init_log_std``."""
+    def init_params(
+        self, generator: torch.Generator | None = None, scheme: str = "small-output"
+    ) -> Params:
+        """Fresh parameters, ``log_std = init_log_std`` and a zero context. ``scheme``:
+
+        * ``small-output``: PyTorch's default uniform init (weights and biases within
+          ``1/sqrt(fan_in)``), the output layer's weights scaled by 0.01 and its bias zero (small
+          initial logits / means);
+        * ``xavier``: Xavier-uniform weights (within ``sqrt(6 / (fan_in + fan_out))``) and zero
+          biases in every layer, output included (rllab's MLP, which the MAML reference code uses).
+        """
+        check_init(scheme)
         sizes = (self.obs_dim + self.context_dim, *self.hidden, self.action_dim)
         params: Params = {}
         for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-            bound = 1.0 / math.sqrt(n_in)
+            xavier = scheme == "xavier"
+            bound = math.sqrt(6.0 / (n_in + n_out)) if xavier else 1.0 / math.sqrt(n_in)
             w = (torch.rand(n_out, n_in, generator=generator) * 2 - 1) * bound
-            b = (torch.rand(n_out, generator=generator) * 2 - 1) * bound
-            if i == len(sizes) - 2:
-                w, b = w * 0.01, b * 0.0
+            if xavier:
+                b = torch.zeros(n_out)
+            else:
+                b = (torch.rand(n_out, generator=generator) * 2 - 1) * bound
+                if i == len(sizes) - 2:
+                    w, b = w * 0.01, b * 0.0
             params[f"layers.{i}.weight"], params[f"layers.{i}.bias"] = w, b
         if not self.discrete:
             params["log_std"] = torch.full((self.action_dim,), float(self.init_log_std))

@@ -31,6 +31,7 @@ TINY = dict(meta_batch_size=2, episodes_per_task=2, meta_iterations=2)
         ("env_kwargs", '{"horizon": 0}', "horizon must be positive"),
         ("device", "tpu", "device must be cpu or cuda"),
         ("gamma", -0.1, "gamma must be in"),
+        ("init", "he", "unknown init 'he'; known: small-output, xavier"),
     ],
 )
 def test_impossible_config_values(cls, field, value, match):

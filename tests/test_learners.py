@@ -278,6 +278,8 @@ def test_rl2_bad_config():
         RL2(RL2Config(meta_batch_size=2, minibatches=4))
     with pytest.raises(ConfigError, match="batch_unit"):
         RL2(RL2Config(meta_batch_size=2, batch_unit="steps"))
+    with pytest.raises(ConfigError, match="init is for MLP-policy learners"):
+        RL2(RL2Config(meta_batch_size=2, init="xavier"))
 
 
 @pytest.mark.parametrize("cls", [ReptileConfig, RL2Config])

@@ -1,9 +1,13 @@
+import math
+
 import pytest
 import torch
 from torch.distributions import Categorical, Independent, Normal
 
+from fastadapt.config import MAMLConfig
 from fastadapt.errors import ConfigError
-from fastadapt.policies import MLPPolicy, expand_params
+from fastadapt.policies import MLPPolicy, expand_params, init_for_family
+from fastadapt.train import make_learner
 
 
 @pytest.mark.parametrize("discrete", [True, False])
@@ -64,3 +68,33 @@ def test_bad_policy_config():
         MLPPolicy(2, 2, False, activation="gelu2")
     with pytest.raises(ConfigError, match="hidden"):
         MLPPolicy(2, 2, False, hidden=(0,))
+
+
+def test_xavier_and_small_output_inits():
+    pol = MLPPolicy(2, 3, False, hidden=(100, 50))
+    p = pol.init_params(torch.Generator().manual_seed(0), "xavier")
+    for i, (n_in, n_out) in enumerate([(2, 100), (100, 50), (50, 3)]):
+        w, b = p[f"layers.{i}.weight"], p[f"layers.{i}.bias"]
+        bound = math.sqrt(6 / (n_in + n_out))
+        assert torch.all(b == 0) and w.abs().max() <= bound
+        # a uniform's variance bound^2 / 3 is Glorot's 2 / (fan_in + fan_out)
+        assert w.var().item() == pytest.approx(2 / (n_in + n_out), rel=0.25)
+    s = pol.init_params(torch.Generator().manual_seed(0))
+    assert s["layers.0.bias"].abs().max() > 0 and s["layers.0.weight"].abs().max() > 0.5
+    assert s["layers.2.weight"].abs().max() <= 0.01 / math.sqrt(50)
+    assert torch.all(s["layers.2.bias"] == 0)
+    with pytest.raises(ConfigError, match="unknown init 'he'; known: small-output, xavier"):
+        pol.init_params(None, "he")
+
+
+def test_family_default_init_reaches_the_learner():
+    assert init_for_family("fastadapt/Navigation2D-v0") == "xavier"
+    assert init_for_family("Navigation2D-v0", "small-output") == "small-output"
+    assert init_for_family("CartPoleDynamics-v0") == "small-output"
+    tiny = dict(meta_batch_size=2, episodes_per_task=2, meta_iterations=1)
+    nav = make_learner("maml", MAMLConfig(**tiny)).meta_params
+    assert all(torch.all(v == 0) for k, v in nav.items() if k.endswith("bias"))
+    cp = make_learner("maml", MAMLConfig(env="CartPoleDynamics-v0", **tiny)).meta_params
+    assert cp["layers.0.bias"].abs().max() > 0
+    forced = make_learner("maml", MAMLConfig(init="small-output", **tiny)).meta_params
+    assert forced["layers.0.bias"].abs().max() > 0

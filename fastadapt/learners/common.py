@@ -10,7 +10,7 @@ import torch
 
 from fastadapt.adaptation import sample_and_adapt
 from fastadapt.errors import NonFiniteError
-from fastadapt.policies import MLPPolicy, Params, policy_for_family
+from fastadapt.policies import MLPPolicy, Params, init_for_family, policy_for_family
 from fastadapt.tasks import make_family
 from fastadapt.tasks.core import TaskFamily, derive_seed
 
@@ -24,7 +24,9 @@ def setup_learner(learner: Any, config: Any, family: TaskFamily | None) -> None:
     learner.config = config
     learner.family, learner.policy = build_family_and_policy(config, family)
     learner.device = torch.device(config.device)
-    learner.meta_params = init_meta_params(learner.policy, config.seed, learner.device)
+    learner.meta_params = init_meta_params(
+        learner.policy, config.seed, learner.device, init_for_family(config.env, config.init)
+    )
     learner.task_sampler = make_task_sampler(config, learner.family)
     learner.iteration = 0
     learner.env_steps = 0
@@ -113,9 +115,11 @@ def build_family_and_policy(config: Any, family: TaskFamily | None) -> tuple[Tas
     return family, policy
 
 
-def init_meta_params(policy: MLPPolicy, seed: int, device: torch.device) -> Params:
-    """Seeded initial parameters as leaf tensors that require grad."""
-    init = policy.init_params(torch.Generator().manual_seed(derive_seed(seed, 0)))
+def init_meta_params(
+    policy: MLPPolicy, seed: int, device: torch.device, scheme: str = "small-output"
+) -> Params:
+    """Seeded initial parameters (initialization ``scheme``) as leaf tensors that require grad."""
+    init = policy.init_params(torch.Generator().manual_seed(derive_seed(seed, 0)), scheme)
     return {k: v.to(device).requires_grad_(True) for k, v in init.items()}
 
 
