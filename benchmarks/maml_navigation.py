@@ -37,7 +37,7 @@ from common import (  # noqa: E402
 
 from fastadapt.config import EvalConfig, MAMLConfig  # noqa: E402
 from fastadapt.evaluation import write_eval  # noqa: E402
-from fastadapt.policies import INITS  # noqa: E402
+from fastadapt.policies import INITS, init_for_family  # noqa: E402
 
 PAPER = [-40.41, -11.68, -3.33, -3.23]
 
@@ -93,7 +93,7 @@ def main() -> None:
     p.add_argument(
         "--init",
         choices=INITS,
-        default="xavier",
+        default=init_for_family("Navigation2D-v0"),
         help="initial weights: xavier (the reference code's, this family's default) or "
         "small-output (the earlier default; the older figures in benchmarks/README.md)",
     )

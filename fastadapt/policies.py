@@ -26,21 +26,27 @@ Params = dict[str, torch.Tensor]
 
 ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh}
 
-#: Default hidden sizes and activation per family (each family's reference).
-DEFAULT_ARCH: dict[str, tuple[tuple[int, ...], str]] = {
-    "Navigation2D-v0": ((100, 100), "relu"),  # MAML paper
-    "CartPoleDynamics-v0": ((64,), "relu"),  # the origin article's network
-    "PendulumDynamics-v0": ((64, 64), "tanh"),
-    "Bandit-v0": ((64,), "relu"),
-    "TabularMDP-v0": ((64,), "relu"),
-}
-
 #: Initializations of an MLP's weights (:meth:`MLPPolicy.init_params`).
 INITS = ("small-output", "xavier")
 
-#: Families whose reference initializes otherwise than ``small-output``: the MAML reference code
-#: (rllab) starts its 2D-navigation policy with Xavier-uniform weights and zero biases.
-DEFAULT_INIT: dict[str, str] = {"Navigation2D-v0": "xavier"}
+#: Default hidden sizes, activation and initialization per family (each family's reference; the
+#: MAML reference code starts its 2D-navigation policy as rllab's MLP does: Xavier-uniform weights,
+#: zero biases).
+DEFAULT_ARCH: dict[str, tuple[tuple[int, ...], str, str]] = {
+    "Navigation2D-v0": ((100, 100), "relu", "xavier"),  # MAML paper
+    "CartPoleDynamics-v0": ((64,), "relu", "small-output"),  # the origin article's network
+    "PendulumDynamics-v0": ((64, 64), "tanh", "small-output"),
+    "Bandit-v0": ((64,), "relu", "small-output"),
+    "TabularMDP-v0": ((64,), "relu", "small-output"),
+}
+
+
+def default_arch(family_id: str) -> tuple[tuple[int, ...], str, str]:
+    """A family's default hidden sizes, activation and initialization (``DEFAULT_ARCH``; a user's
+    own family gets 2x100 ReLU, ``small-output``)."""
+    return DEFAULT_ARCH.get(
+        family_id.removeprefix("fastadapt/"), ((100, 100), "relu", "small-output")
+    )
 
 
 def check_init(scheme: str) -> None:
@@ -51,8 +57,8 @@ def check_init(scheme: str) -> None:
 
 def init_for_family(family_id: str, init: str = "") -> str:
     """The initialization a policy of ``family_id`` starts from: ``init``, or when empty the
-    family's default (``DEFAULT_INIT``, else ``small-output``)."""
-    scheme = init or DEFAULT_INIT.get(family_id.removeprefix("fastadapt/"), "small-output")
+    family's default (:func:`default_arch`)."""
+    scheme = init or default_arch(family_id)[2]
     check_init(scheme)
     return scheme
 
@@ -144,8 +150,8 @@ class MLPPolicy:
         check_init(scheme)
         sizes = (self.obs_dim + self.context_dim, *self.hidden, self.action_dim)
         params: Params = {}
+        xavier = scheme == "xavier"
         for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-            xavier = scheme == "xavier"
             bound = math.sqrt(6.0 / (n_in + n_out)) if xavier else 1.0 / math.sqrt(n_in)
             w = (torch.rand(n_out, n_in, generator=generator) * 2 - 1) * bound
             if xavier:
@@ -264,7 +270,7 @@ def policy_for_family(
     context_dim: int = 0,
 ) -> MLPPolicy:
     """A policy for a family with that family's default architecture unless overridden."""
-    d_hidden, d_act = DEFAULT_ARCH.get(family_id.removeprefix("fastadapt/"), ((100, 100), "relu"))
+    d_hidden, d_act, _ = default_arch(family_id)
     return MLPPolicy.for_spaces(
         observation_space,
         action_space,
