@@ -1,11 +1,13 @@
 """MAML-TRPO, ProMP and Reptile on Navigation2D-v0 at an equal env-step budget, one protocol.
 
     python benchmarks/compare_learners.py --out runs/bench_compare.json [--env-steps 8000000]
+        [--init xavier|small-output]
 
 Each learner trains until it has used the budget (ProMP with its paper's 40 tasks per batch, MAML
 with the MAML paper's 20, Reptile with 20 tasks and 3 inner steps), then all are evaluated on the same
-40 held-out tasks (40 episodes per step, inner lr 0.1 then 0.05). Writes {"results": [{"algorithm",
-"iterations", "env_steps", "seconds", "returns": [r0, r1, r2, r3]}]}.
+40 held-out tasks (40 episodes per step, inner lr 0.1 then 0.05). All start from ``--init`` (default
+the family's, ``xavier``). Writes {"init", "results": [{"algorithm", "iterations", "env_steps",
+"seconds", "returns": [r0, r1, r2, r3]}]}.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from common import parser, print_table, write_json  # noqa: E402
 
 from fastadapt.config import EvalConfig, MAMLConfig, ProMPConfig, ReptileConfig  # noqa: E402
 from fastadapt.evaluation import evaluate_learner  # noqa: E402
+from fastadapt.policies import INITS, init_for_family  # noqa: E402
 from fastadapt.runtime import configure_cpu  # noqa: E402
 from fastadapt.train import make_learner  # noqa: E402
 
@@ -27,13 +30,20 @@ def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--env-steps", type=int, default=8_000_000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--init",
+        choices=INITS,
+        default=init_for_family(MAMLConfig.env),
+        help="initial weights of every learner's policy (the recorded table used small-output)",
+    )
     args = p.parse_args()
 
     configure_cpu()
+    common = {"seed": args.seed, "init": args.init}
     learners = {
-        "maml-trpo": make_learner("maml", MAMLConfig(seed=args.seed)),
-        "promp": make_learner("promp", ProMPConfig(seed=args.seed)),
-        "reptile": make_learner("reptile", ReptileConfig(seed=args.seed, num_inner_steps=3)),
+        "maml-trpo": make_learner("maml", MAMLConfig(**common)),
+        "promp": make_learner("promp", ProMPConfig(**common)),
+        "reptile": make_learner("reptile", ReptileConfig(**common, num_inner_steps=3)),
     }
     ev = EvalConfig(
         num_tasks=40, num_steps=3, episodes_per_step=40, inner_lr=(0.1, 0.05), baselines=()
@@ -76,7 +86,7 @@ def main() -> None:
             for r in results
         ],
     )
-    write_json(args.out, {"results": results})
+    write_json(args.out, {"init": args.init, "results": results})
 
 
 if __name__ == "__main__":
