@@ -34,7 +34,7 @@ def main() -> None:
         "--init",
         choices=INITS,
         default=init_for_family(MAMLConfig.env),
-        help="initial weights of every learner's policy (the recorded table used small-output)",
+        help="initial weights of every learner's policy (default: the family's)",
     )
     args = p.parse_args()
 
