@@ -1,0 +1,64 @@
+"""Seconds per meta-iteration of MAML-TRPO on Navigation2D-v0 in three settings, side by side.
+
+    python benchmarks/navigation_settings_speed.py --out F.json [--iterations 40]
+
+The benchmark's default (episodes, the Fisher on every 20th episode/sample), the reference code's
+batch unit (``batch_unit="steps"``), and the steps unit with the Fisher on every 5th step
+(``fisher_subsample=5``). One learner per setting, stepped in turn, so the machine's drift hits all
+alike; the median over iterations 6 onwards. Writes {"seconds_per_meta_iteration": {setting: s},
+"ratio_to_default": {setting: r}}.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import parser, print_table, write_json  # noqa: E402
+
+from fastadapt.config import MAMLConfig  # noqa: E402
+from fastadapt.runtime import configure_cpu  # noqa: E402
+from fastadapt.train import make_learner  # noqa: E402
+
+SETTINGS = {
+    "episodes, Fisher every 20th (default)": {},
+    "steps, Fisher every 20th": {"batch_unit": "steps"},
+    "steps, Fisher every 5th": {"batch_unit": "steps", "fisher_subsample": 5},
+}
+
+
+def main() -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--iterations", type=int, default=40)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    configure_cpu()
+    learners = {
+        name: make_learner("maml", MAMLConfig(seed=args.seed, **kw))
+        for name, kw in SETTINGS.items()
+    }
+    times: dict[str, list[float]] = {name: [] for name in SETTINGS}
+    for _ in range(args.iterations):
+        for name, learner in learners.items():
+            t0 = time.perf_counter()
+            learner.step()
+            times[name].append(time.perf_counter() - t0)
+    sec = {name: statistics.median(t[5:] or t) for name, t in times.items()}
+    default = sec[next(iter(SETTINGS))]
+    ratio = {name: s / default for name, s in sec.items()}
+    print_table(["setting", "s / meta-iteration", "ratio"], [[n, sec[n], ratio[n]] for n in sec])
+    write_json(
+        args.out,
+        {
+            "iterations": args.iterations,
+            "seconds_per_meta_iteration": sec,
+            "ratio_to_default": ratio,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
