@@ -1,6 +1,7 @@
 """Benchmark scripts end to end on tiny settings: the RL² scripts' JSON shape, ``--reuse`` and the
 Transformer sampling comparison; the CartPole script with each gradient-based meta-learner; the
-navigation script's training options and JSON shape."""
+navigation script's training options and JSON shape; the navigation speed comparison and the learner
+comparison's JSON."""
 
 import json
 import runpy
@@ -217,3 +218,23 @@ def test_navigation_benchmark_trains_the_chosen_inner_steps_and_reports_the_pape
     assert {"maml", "scratch", "pretrain"} <= result["returns"].keys()
     assert all(len(r) == 4 for r in result["returns"].values())
     assert result["seconds_per_meta_iteration"] > 0 and result["wall_s"] > 0
+
+
+def test_settings_speed_script_times_each_setting(tmp_path, monkeypatch):
+    out = tmp_path / "speed.json"
+    run_script(monkeypatch, "navigation_settings_speed.py", "--iterations", "1", "--out", str(out))
+    result = json.loads(out.read_text())
+    sec, ratio = result["seconds_per_meta_iteration"], result["ratio_to_default"]
+    assert set(sec) == set(ratio) and len(sec) == 3
+    assert all(s > 0 for s in sec.values())
+    assert ratio["episodes, Fisher every 20th (default)"] == 1.0
+
+
+def test_compare_learners_records_the_init(tmp_path, monkeypatch):
+    out = tmp_path / "compare.json"
+    argv = ["--env-steps", "1", "--init", "small-output", "--out", str(out)]
+    run_script(monkeypatch, "compare_learners.py", *argv)
+    result = json.loads(out.read_text())
+    assert result["init"] == "small-output"
+    assert [r["algorithm"] for r in result["results"]] == ["maml-trpo", "promp", "reptile"]
+    assert all(r["iterations"] == 1 and len(r["returns"]) == 4 for r in result["results"])
