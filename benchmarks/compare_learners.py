@@ -39,11 +39,11 @@ def main() -> None:
     args = p.parse_args()
 
     configure_cpu()
-    common = {"seed": args.seed, "init": args.init}
+    shared = {"seed": args.seed, "init": args.init}
     learners = {
-        "maml-trpo": make_learner("maml", MAMLConfig(**common)),
-        "promp": make_learner("promp", ProMPConfig(**common)),
-        "reptile": make_learner("reptile", ReptileConfig(**common, num_inner_steps=3)),
+        "maml-trpo": make_learner("maml", MAMLConfig(**shared)),
+        "promp": make_learner("promp", ProMPConfig(**shared)),
+        "reptile": make_learner("reptile", ReptileConfig(**shared, num_inner_steps=3)),
     }
     ev = EvalConfig(
         num_tasks=40, num_steps=3, episodes_per_step=40, inner_lr=(0.1, 0.05), baselines=()
