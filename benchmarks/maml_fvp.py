@@ -1,6 +1,6 @@
 """Fisher-vector product candidates for MAML-TRPO, side by side on Navigation2D-v0.
 
-    python benchmarks/maml_fvp.py --out runs/bench_maml_fvp.json [--iterations 40]
+    python benchmarks/maml_fvp.py --out runs/bench_maml_fvp.json [--iterations 40] [--product-only]
 
 Each candidate trains from the same seed for the same number of meta-iterations in the MAML paper's
 setting (20 tasks x 20 episodes, horizon 100, 2x100 policy) and reports the median seconds per
@@ -12,14 +12,22 @@ Candidates: ``exact`` (the KL Hessian through the second-order adaptation, all s
 ``adapted/N`` (the Fisher at the adapted parameters with the inner gradients held fixed, every N-th
 sample) and ``subsampled/N`` (the exact Gauss-Newton Fisher through the adaptation, inner Hessians
 and KL on every N-th episode/sample). Each runs ``--seeds`` seeds; the table also gives each
-candidate's Fisher-vector product's relative error against the exact one on the same batch. Writes {"results": [{"fvp", "fisher_subsample", "seconds_per_meta_iteration",
-"post_adapt_return_last10", "max_kl", ...}], "ratio_exact_over_default": ...}.
+candidate's Fisher-vector product's relative error against the exact one on the same batch.
+
+First (and alone with ``--product-only``), one product of the ``subsampled`` Fisher as training
+computes it is timed against the double backward of the KL whose Hessian it is, on the same batch,
+at the default subsampling (episodes) and at every 5th step (the steps unit).
+
+Writes {"results": [{"fvp", "fisher_subsample", "seconds_per_meta_iteration",
+"post_adapt_return_last10", "max_kl", ...}], "ratio_exact_over_default": ..., "product_seconds":
+[{"fisher_subsample", "batch_unit", "gauss_newton_s", "kl_double_backward_s", "speedup", ...}]}.
 """
 
 from __future__ import annotations
 
 import statistics
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -54,29 +62,79 @@ def run(fvp: str, sub: int, iterations: int, seeds: list[int]) -> dict:
     }
 
 
-def fvp_error(fvp: str, sub: int) -> float:
-    """||F_candidate v - F_exact v|| / ||F_exact v|| on the first meta-iteration's batch."""
+def first_step_fvp(cfg: MAMLConfig, warmup: int = 0):
+    """The Fisher-vector product of a learner's meta-iteration ``warmup + 1`` (its TRPO step not
+    taken), the parameters it acts on, and the arguments ``_subsampled_fvp`` got (if called)."""
     import fastadapt.learners.maml as M
     import fastadapt.optim.trpo as T
 
+    learner = MAML(cfg)
+    for _ in range(warmup):
+        learner.step()
+    captured: dict = {}
+
+    def capture(params, loss_fn, loss_kl_fn, fvp, *args):
+        captured.update(params=params, fvp=fvp)
+        return T.TRPOInfo(False, 0, 0, 0, 0, 0, 0)
+
+    def spy(*args):
+        captured["args"] = args
+        return product_fn(*args)
+
+    original, product_fn = M.trpo_step, M._subsampled_fvp
+    M.trpo_step, M._subsampled_fvp = capture, spy
+    try:
+        learner.step()
+    finally:
+        M.trpo_step, M._subsampled_fvp = original, product_fn
+    return captured["params"], captured["fvp"], captured.get("args")
+
+
+def random_vector(params) -> torch.Tensor:
+    n = sum(x.numel() for x in params)
+    return torch.randn(n, generator=torch.Generator().manual_seed(0))
+
+
+def fvp_error(fvp: str, sub: int) -> float:
+    """||F_candidate v - F_exact v|| / ||F_exact v|| on the first meta-iteration's batch."""
     products = []
     for mode, every in ((fvp, sub), ("exact", 1)):
-        captured: dict = {}
-
-        def capture(params, loss_fn, loss_kl_fn, fvp_kl_fn, *args, _c=captured):
-            _c.update(params=params, fvp=fvp_kl_fn)
-            return T.TRPOInfo(False, 0, 0, 0, 0, 0, 0)
-
-        original, M.trpo_step = M.trpo_step, capture
-        try:
-            MAML(MAMLConfig(fvp=mode, fisher_subsample=every, seed=0)).step()
-        finally:
-            M.trpo_step = original
-        params = captured["params"]
-        v = torch.randn(sum(x.numel() for x in params), generator=torch.Generator().manual_seed(0))
-        products.append(T.hessian_vector_product(captured["fvp"], params, 0.0)(v))
+        params, product, _ = first_step_fvp(MAMLConfig(fvp=mode, fisher_subsample=every, seed=0))
+        products.append(product(random_vector(params)))
     cand, exact = products
     return float((cand - exact).norm() / exact.norm())
+
+
+def product_speed(sub: int, unit: str, repeats: int = 7) -> dict:
+    """Seconds per product of the subsampled Fisher, as trained with (forward through the steps,
+    forward mode through the network, back) and as the double backward of the linearized KL whose
+    Hessian it is (``maml.linearized_kl``), on the same batch (iteration 4 of seed 0), in turn."""
+    from fastadapt.learners.maml import linearized_kl
+    from fastadapt.optim.trpo import hessian_vector_product
+
+    cfg = MAMLConfig(fisher_subsample=sub, batch_unit=unit, seed=0)
+    params, product, args = first_step_fvp(cfg, warmup=3)
+    v = random_vector(params)
+    t0 = time.perf_counter()
+    reference = hessian_vector_product(linearized_kl(*args), params)
+    build_s = time.perf_counter() - t0
+    diff = float((product(v) - reference(v)).norm() / reference(v).norm())
+    times: dict[str, list[float]] = {"gauss_newton": [], "kl_double_backward": []}
+    for _ in range(repeats):
+        for name, fn in (("gauss_newton", product), ("kl_double_backward", reference)):
+            t0 = time.perf_counter()
+            fn(v)
+            times[name].append(time.perf_counter() - t0)
+    gn, kl = (statistics.median(times[k]) for k in ("gauss_newton", "kl_double_backward"))
+    return {
+        "fisher_subsample": sub,
+        "batch_unit": unit,
+        "gauss_newton_s": gn,
+        "kl_double_backward_s": kl,
+        "kl_double_backward_build_s": build_s,
+        "speedup": kl / gn,
+        "relative_difference": diff,
+    }
 
 
 def main() -> None:
@@ -89,8 +147,31 @@ def main() -> None:
         help="iterations for the (slow) exact candidate; default: --iterations",
     )
     p.add_argument("--seeds", type=int, default=3, help="seeds per candidate")
+    p.add_argument(
+        "--product-only",
+        action="store_true",
+        help="only time one Fisher-vector product against the double backward of its KL",
+    )
     args = p.parse_args()
     configure_cpu()
+    speeds = [product_speed(MAMLConfig().fisher_subsample, "episodes"), product_speed(5, "steps")]
+    print_table(
+        ["subsample", "unit", "s/product", "double backward s/product", "speedup", "rel. diff"],
+        [
+            [
+                r["fisher_subsample"],
+                r["batch_unit"],
+                r["gauss_newton_s"],
+                r["kl_double_backward_s"],
+                r["speedup"],
+                r["relative_difference"],
+            ]
+            for r in speeds
+        ],
+    )
+    if args.product_only:
+        write_json(args.out, {"product_seconds": speeds})
+        return
     seeds = list(range(args.seeds))
     default_sub = MAMLConfig().fisher_subsample
     candidates = [
@@ -125,7 +206,10 @@ def main() -> None:
     )
     ratio = results[-1]["seconds_per_meta_iteration"] / results[0]["seconds_per_meta_iteration"]
     print(f"exact / default (subsampled/{default_sub}) time per meta-iteration: {ratio:.1f}x")
-    write_json(args.out, {"results": results, "ratio_exact_over_default": ratio})
+    write_json(
+        args.out,
+        {"results": results, "ratio_exact_over_default": ratio, "product_seconds": speeds},
+    )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Benchmark scripts end to end on tiny settings: the RL² scripts' JSON shape, ``--reuse`` and the
 Transformer sampling comparison; the CartPole script with each gradient-based meta-learner; the
 navigation script's training options and JSON shape; the navigation speed comparison and the learner
-comparison's JSON."""
+comparison's JSON; the Fisher-product timing."""
 
 import json
 import runpy
@@ -238,3 +238,16 @@ def test_compare_learners_records_the_init(tmp_path, monkeypatch):
     assert result["init"] == "small-output"
     assert [r["algorithm"] for r in result["results"]] == ["maml-trpo", "promp", "reptile"]
     assert all(r["iterations"] == 1 and len(r["returns"]) == 4 for r in result["results"])
+
+
+def test_fisher_product_timing_compares_equal_products(tmp_path, monkeypatch):
+    out = tmp_path / "fvp.json"
+    run_script(monkeypatch, "maml_fvp.py", "--product-only", "--out", str(out))
+    speeds = json.loads(out.read_text())["product_seconds"]
+    assert [(r["fisher_subsample"], r["batch_unit"]) for r in speeds] == [
+        (20, "episodes"),
+        (5, "steps"),
+    ]
+    for r in speeds:
+        assert r["relative_difference"] < 1e-5  # the same product, two ways
+        assert r["gauss_newton_s"] > 0 and r["speedup"] > 0

@@ -204,35 +204,78 @@ def test_unknown_algorithm_is_refused():
         make_learner("ppo-maml", SMALL)
 
 
-def _fvp(mode, every, v=None):
+def _fvp(mode, every, spy=None, **overrides):
+    """The first TRPO step's Fisher-vector product at a fixed random vector (and its parameters).
+    ``spy`` wraps ``maml._subsampled_fvp`` while the step runs."""
     import fastadapt.learners.maml as M
     import fastadapt.optim.trpo as T
 
     captured = {}
 
-    def capture(params, loss_fn, loss_kl_fn, fvp_kl_fn, *args):
-        captured.update(params=params, fvp=fvp_kl_fn)
+    def capture(params, loss_fn, loss_kl_fn, fvp, *args):
+        captured.update(params=params, fvp=fvp)
         return T.TRPOInfo(False, 0, 0, 0, 0, 0, 0)
 
-    original = M.trpo_step
+    originals = M.trpo_step, M._subsampled_fvp
     M.trpo_step = capture
+    if spy is not None:
+        M._subsampled_fvp = spy(M._subsampled_fvp)
     try:
-        cfg = dataclasses.replace(SMALL, episodes_per_task=10, fvp=mode, fisher_subsample=every)
+        settings = {"episodes_per_task": 10, **overrides}
+        cfg = dataclasses.replace(SMALL, fvp=mode, fisher_subsample=every, **settings)
         MAML(cfg).step()
     finally:
-        M.trpo_step = original
+        M.trpo_step, M._subsampled_fvp = originals
     params = captured["params"]
     v = torch.randn(sum(p.numel() for p in params), generator=torch.Generator().manual_seed(0))
-    return T.hessian_vector_product(captured["fvp"], params, 0.0)(v)
+    return captured["fvp"](v), params, v
 
 
 def test_fisher_approximations_against_the_exact_fisher_vector_product():
-    exact = _fvp("exact", 1)
+    exact = _fvp("exact", 1)[0]
     # the linearized Gauss-Newton Fisher on all samples is the exact one
-    torch.testing.assert_close(_fvp("subsampled", 1), exact, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(_fvp("subsampled", 1)[0], exact, rtol=1e-4, atol=1e-6)
     # the adapted-parameter Fisher (inner Jacobian taken as identity) is close to it
-    adapted = _fvp("adapted", 1)
+    adapted = _fvp("adapted", 1)[0]
     assert float((adapted - exact).norm() / exact.norm()) < 0.1
+
+
+FISHER_VARIANTS = {
+    "lvc": {"inner_objective": "lvc"},
+    "two steps": {"num_inner_steps": 2, "inner_lr": (0.1, 0.05)},
+    "meta-sgd": {"meta_sgd": True, "num_inner_steps": 2},
+    "steps unit": {"batch_unit": "steps"},
+    "categorical": {"env": "CartPoleDynamics-v0", "episodes_per_task": 2},
+    "context": {"context_params": 3, "inner_lr": (1.0,)},
+}
+
+
+@pytest.mark.parametrize("variant", FISHER_VARIANTS)
+def test_subsampled_fisher_on_all_samples_is_the_exact_one(variant):
+    exact = _fvp("exact", 1, **FISHER_VARIANTS[variant])[0]
+    sub = _fvp("subsampled", 1, **FISHER_VARIANTS[variant])[0]
+    torch.testing.assert_close(sub, exact, rtol=1e-4, atol=1e-6 * float(exact.abs().max()))
+
+
+@pytest.mark.parametrize("variant", ["default", *FISHER_VARIANTS])
+def test_subsampled_fisher_equals_the_hessian_of_the_linearized_kl(variant):
+    from fastadapt.learners.maml import linearized_kl
+    from fastadapt.optim.trpo import hessian_vector_product
+
+    args = {}
+
+    def spy(fn):
+        def wrapped(*a):
+            args["a"] = a
+            return fn(*a)
+
+        return wrapped
+
+    product, params, v = _fvp("subsampled", 3, spy=spy, **FISHER_VARIANTS.get(variant, {}))
+    reference = hessian_vector_product(linearized_kl(*args["a"]), params)(v)
+    torch.testing.assert_close(
+        product, reference, rtol=1e-4, atol=1e-6 * float(reference.abs().max())
+    )
 
 
 def test_step_batch_unit_trains_and_evaluates():

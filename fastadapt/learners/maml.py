@@ -18,8 +18,10 @@ Meta-SGD adds a learning rate per parameter, meta-learned with the policy.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 
 import torch
+import torch.autograd.forward_ad as fwAD
 
 from fastadapt.adaptation import (
     AdaptBatch,
@@ -41,8 +43,8 @@ from fastadapt.learners.common import (
     sample_iteration,
     setup_learner,
 )
-from fastadapt.optim.trpo import trpo_step
-from fastadapt.policies import Params, expand_params, per_task_params
+from fastadapt.optim.trpo import flatten, hessian_vector_product, trpo_step, unflatten
+from fastadapt.policies import DistParams, MLPPolicy, Params, expand_params, per_task_params
 from fastadapt.tasks.core import TaskFamily
 
 LR_PREFIX = "inner_lr."
@@ -187,20 +189,24 @@ class MAML(Checkpointable):
             }
 
         sub = slice(None, None, cfg.fisher_subsample)
-        if cfg.fvp == "exact":
+        params = list(self.trainable().values())
 
-            def fvp_kl_fn() -> torch.Tensor:
-                return mean_kl(final_dist(adapted()))
+        def sub_kl(d) -> torch.Tensor:
+            return mean_kl(d, sub)
+
+        if cfg.fvp == "exact":
+            fvp = hessian_vector_product(lambda: mean_kl(final_dist(adapted())), params)
         elif cfg.fvp == "subsampled":
-            fvp_kl_fn = _subsampled_exact_kl(
+            fvp = _subsampled_fvp(
                 policy,
                 self.meta_params,
+                self.inner_lrs,
                 batches,
                 grads,
                 lrs,
                 cfg.fisher_subsample,
-                lambda phi: mean_kl(policy.dist(phi, obs[:, sub]), sub),
-                num_tasks,
+                obs[:, sub],
+                sub_kl,
                 cfg.inner_objective,
             )
         else:
@@ -208,17 +214,19 @@ class MAML(Checkpointable):
             # gradients g_k held at their current values (the adaptation's first-order Jacobian),
             # on every `fisher_subsample`-th sample.
 
-            def fvp_kl_fn() -> torch.Tensor:
+            def adapted_kl() -> torch.Tensor:
                 phi = expand_params(self.meta_params, num_tasks)
                 for g, lr in zip(grads, lrs, strict=True):
                     phi = apply_inner_update(phi, g, lr)
-                return mean_kl(policy.dist(phi, obs[:, sub]), sub)
+                return sub_kl(policy.dist(phi, obs[:, sub]))
+
+            fvp = hessian_vector_product(adapted_kl, params)
 
         info = trpo_step(
-            list(self.trainable().values()),
+            params,
             loss_fn,
             loss_kl_fn,
-            fvp_kl_fn,
+            fvp,
             cfg.max_kl,
             cfg.cg_iters,
             cfg.cg_damping,
@@ -251,21 +259,128 @@ def _batch_surrogate(policy, params: Params, batch: AdaptBatch) -> torch.Tensor:
     )
 
 
-def _subsampled_exact_kl(
-    policy, meta_params, batches, grads, lrs, every, kl_of, num_tasks, objective="vpg"
-):
-    """A KL whose Hessian at the current meta-parameters is the exact Gauss-Newton Fisher
-    ``J^T F J`` through the adaptation, with the inner Hessians in ``J = prod(I - lr H_k)`` estimated
-    on every ``every``-th episode (or step, if packed) of each pre-update batch (and ``F`` on the
-    subsampled post-update samples ``kl_of`` uses). The adaptation is linearized around the sampled one,
-    ``phi_k = phi_{k-1} - lr_k (g_k + g_k^sub(phi_{k-1}) - g_k^sub(phi_{k-1}^old))``, so the KL's
-    gradient vanishes at the current point and its Hessian there is exactly ``J^T F J``."""
+def _subsampled_fvp(
+    policy: MLPPolicy,
+    meta_params: Params,
+    inner_lrs: Params,
+    batches: list[AdaptBatch],
+    grads: list[Params],
+    lrs: list[InnerLR],
+    every: int,
+    obs: torch.Tensor,
+    kl_of: Callable[[DistParams], torch.Tensor],
+    objective: str = "vpg",
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``v -> J^T F J v``: the exact Gauss-Newton Fisher through the adaptation at the current
+    meta-parameters, with the inner Hessians in ``J = prod_k (I - lr_k H_k)`` estimated on every
+    ``every``-th episode (or step, if packed) of each pre-update batch, and ``F`` the Hessian of
+    ``kl_of`` in the policy's outputs on ``obs`` (the subsampled post-update observations).
+
+    ``v`` and the product are flat over the meta-parameters, then Meta-SGD's ``inner_lrs`` (step
+    ``k`` moves the parameters by ``-lr * g_k``). A product runs forward through the steps (``J v``,
+    one Hessian-vector product of each step's inner loss), through the network in forward mode,
+    then back through the network and the transposed steps: no third-order graph.
+    """
+    names, lr_names = list(meta_params), list(inner_lrs)
+    keys = list(policy.adapted_keys or names)
+    num_tasks = obs.shape[0]
+    lrs = [_detached(lr) for lr in lrs]
+    phi = {k: v.detach().expand(num_tasks, *v.shape) for k, v in meta_params.items()}
+    hvps = []
+    for b, g, lr in zip(batches, grads, lrs, strict=True):
+        hvps.append(_inner_hvp(policy, phi, subsample_batch(b, every), objective))
+        phi = apply_inner_update(phi, g, lr)
+    phi = {k: v.contiguous() for k, v in phi.items()}  # the adapted parameters, one copy per task
+
+    leaves = [v.clone().requires_grad_(True) for v in phi.values()]
+    out = [x for x in policy.dist(dict(zip(names, leaves, strict=True)), obs) if x is not None]
+    out_leaves = [x.detach().requires_grad_(True) for x in out]
+    kl = kl_of(DistParams(*out_leaves) if len(out) == 2 else DistParams(out_leaves[0], None))
+    kl_grad = torch.autograd.grad(kl, out_leaves, create_graph=True)
+
+    def scaled(lr: InnerLR, x: Params) -> Params:
+        return {k: (lr[k] if isinstance(lr, Mapping) else lr) * x[k] for k in keys}
+
+    def product(v_flat: torch.Tensor) -> torch.Tensor:
+        parts = unflatten(v_flat, [*meta_params.values(), *inner_lrs.values()])
+        v = dict(zip(names, parts[: len(names)], strict=True))
+        v_lr = dict(zip(lr_names, parts[len(names) :], strict=True))
+        u = {k: v[k].expand_as(phi[k]) for k in names}
+        for hvp, g, lr in zip(hvps, grads, lrs, strict=True):  # u = J v, step by step
+            du = scaled(lr, hvp(u))
+            u.update({k: u[k] - du[k] - (v_lr[k] * g[k] if v_lr else 0) for k in keys})
+        with fwAD.dual_level():  # the outputs' tangent, J_out u
+            dual = {k: fwAD.make_dual(phi[k], u[k]) for k in names}
+            tangents = [
+                fwAD.unpack_dual(x).tangent for x in policy.dist(dual, obs) if x is not None
+            ]
+        w_out = torch.autograd.grad(kl_grad, out_leaves, tangents, retain_graph=True)
+        w = dict(
+            zip(names, torch.autograd.grad(out, leaves, w_out, retain_graph=True), strict=True)
+        )
+        lr_adj = {k: torch.zeros_like(x) for k, x in inner_lrs.items()}
+        for hvp, g, lr in zip(reversed(hvps), reversed(grads), reversed(lrs), strict=True):
+            for k in lr_names:  # w = J^T w, step by step
+                lr_adj[k] -= (g[k] * w[k]).sum(0)
+            x = scaled(lr, w)
+            hx = hvp({k: x[k] if k in x else torch.zeros_like(w[k]) for k in names})
+            w = {k: w[k] - hx[k] for k in names}
+        return flatten([*(w[k].sum(0) for k in names), *lr_adj.values()])
+
+    return product
+
+
+def _inner_hvp(
+    policy: MLPPolicy, phi: Params, batch: AdaptBatch, objective: str
+) -> Callable[[Params], Params]:
+    """``u -> H u`` per task, ``H`` the Hessian of each task's inner loss on ``batch`` at ``phi``
+    (per-task parameters; the gradient's graph is built once and reused)."""
+    leaves = {k: v.detach().clone().requires_grad_(True) for k, v in phi.items()}
+    loss = inner_loss(policy, leaves, batch, objective).sum()
+    g = torch.autograd.grad(loss, list(leaves.values()), create_graph=True)
+
+    def hvp(u: Params) -> Params:
+        hu = torch.autograd.grad(
+            g, list(leaves.values()), [u[k] for k in leaves], retain_graph=True, allow_unused=True
+        )
+        return {
+            k: torch.zeros_like(leaves[k]) if h is None else h
+            for k, h in zip(leaves, hu, strict=True)
+        }
+
+    return hvp
+
+
+def _detached(lr: InnerLR) -> InnerLR:
+    return {k: v.detach() for k, v in lr.items()} if isinstance(lr, Mapping) else lr
+
+
+def linearized_kl(
+    policy: MLPPolicy,
+    meta_params: Params,
+    inner_lrs: Params,
+    batches: list[AdaptBatch],
+    grads: list[Params],
+    lrs: list[InnerLR],
+    every: int,
+    obs: torch.Tensor,
+    kl_of: Callable[[DistParams], torch.Tensor],
+    objective: str = "vpg",
+) -> Callable[[], torch.Tensor]:
+    """The brute-force reference for :func:`_subsampled_fvp` (same arguments): a KL whose Hessian
+    at the current meta-parameters is that product. The adaptation is linearized around the sampled
+    one, ``phi_k = phi_{k-1} - lr_k (g_k + g_k^sub(phi_{k-1}) - g_k^sub(phi_{k-1}^old))``, so the
+    KL's gradient vanishes there and its Hessian (by double backward through a third-order graph:
+    slower) is exactly ``J^T F J``. Used by the tests and benchmarks/maml_fvp.py."""
+    num_tasks = obs.shape[0]
     subs = [subsample_batch(b, every) for b in batches]
     anchors, phi_old = [], expand_params({k: v.detach() for k, v in meta_params.items()}, num_tasks)
     for b, g, lr in zip(subs, grads, lrs, strict=True):
-        _, g_sub = adapt_step(policy, phi_old, b, lr, first_order=True, objective=objective)
-        anchors.append(g_sub)
-        phi_old = {k: v.detach() for k, v in apply_inner_update(phi_old, g, lr).items()}
+        lr_d = _detached(lr)
+        anchors.append(
+            adapt_step(policy, phi_old, b, lr_d, first_order=True, objective=objective)[1]
+        )
+        phi_old = {k: v.detach() for k, v in apply_inner_update(phi_old, g, lr_d).items()}
 
     def kl() -> torch.Tensor:
         phi = expand_params(meta_params, num_tasks)
@@ -278,6 +393,6 @@ def _subsampled_exact_kl(
             )
             step = {k: g[k] + gs - g_anchor[k] for k, gs in zip(names, g_sub, strict=True)}
             phi = apply_inner_update(phi, step, lr)
-        return kl_of(phi)
+        return kl_of(policy.dist(phi, obs))
 
     return kl

@@ -3,8 +3,8 @@
 The step follows Schulman et al. (2015) as the MAML paper used it: solve ``F x = -g`` with ``cg_iters``
 conjugate-gradient iterations on Fisher-vector products, scale ``x`` to the trust region ``max_kl``,
 then backtrack until the *exact* KL is within ``max_kl`` and the surrogate loss has decreased.
-The curvature (``fvp_kl``) may be a cheaper approximation of the KL than the one the line search
-checks (``kl``); the constraint is always enforced on the exact one.
+The curvature (the Fisher-vector product ``fvp``) may come from a cheaper approximation of the KL
+than the one the line search checks (``kl``); the constraint is always enforced on the exact one.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def conjugate_gradient_with_residual(
 
 
 def hessian_vector_product(
-    f: Callable[[], torch.Tensor], params: Sequence[torch.Tensor], damping: float
+    f: Callable[[], torch.Tensor], params: Sequence[torch.Tensor], damping: float = 0.0
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """``v -> (d^2 f / d params^2) v + damping * v`` by double backward (one graph, reused)."""
     grads = torch.autograd.grad(f(), params, create_graph=True, allow_unused=True)
@@ -103,7 +103,7 @@ def trpo_step(
     params: Sequence[torch.Tensor],
     loss_fn: Callable[[], torch.Tensor],
     loss_kl_fn: Callable[[], tuple[torch.Tensor, torch.Tensor]],
-    fvp_kl_fn: Callable[[], torch.Tensor],
+    fvp: Callable[[torch.Tensor], torch.Tensor],
     max_kl: float,
     cg_iters: int = 10,
     cg_damping: float = 1e-5,
@@ -112,16 +112,18 @@ def trpo_step(
 ) -> TRPOInfo:
     """One trust-region step on leaf tensors ``params`` (updated in place; reverted if no step
     passes). ``loss_fn`` is the surrogate loss to decrease; ``loss_kl_fn`` returns it together with
-    the exact mean KL from the current policy (evaluated in the line search); ``fvp_kl_fn`` is the
-    KL whose Hessian serves as the Fisher."""
+    the exact mean KL from the current policy (evaluated in the line search); ``fvp`` maps a flat
+    vector ``v`` to ``F v``, the Fisher's product (for instance :func:`hessian_vector_product` of a
+    KL); ``cg_damping * v`` is added to it."""
     loss = loss_fn()
     grads = torch.autograd.grad(loss, params, allow_unused=True)
     g = flatten(
         [torch.zeros_like(p) if x is None else x for x, p in zip(grads, params, strict=True)]
     )
     loss_before = float(loss.detach())
-    fvp = hessian_vector_product(fvp_kl_fn, params, cg_damping)
-    step_dir, residual = conjugate_gradient_with_residual(fvp, -g, cg_iters)
+    step_dir, residual = conjugate_gradient_with_residual(
+        lambda v: fvp(v) + cg_damping * v, -g, cg_iters
+    )
     shs = 0.5 * float(step_dir @ (-g - residual))  # = 0.5 x^T F x without another product
     if not math.isfinite(shs) or shs <= 0:
         return TRPOInfo(False, 0.0, 0.0, loss_before, loss_before, 0.0, 0)
