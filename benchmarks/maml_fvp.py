@@ -16,11 +16,13 @@ candidate's Fisher-vector product's relative error against the exact one on the 
 
 First (and alone with ``--product-only``), one product of the ``subsampled`` Fisher as training
 computes it is timed against the double backward of the KL whose Hessian it is, on the same batch,
-at the default subsampling (episodes) and at every 5th step (the steps unit).
+then two learners, one with each, are stepped in turn for ``--iterations``: at the default
+subsampling (episodes) and at every 5th step (the steps unit).
 
 Writes {"results": [{"fvp", "fisher_subsample", "seconds_per_meta_iteration",
 "post_adapt_return_last10", "max_kl", ...}], "ratio_exact_over_default": ..., "product_seconds":
-[{"fisher_subsample", "batch_unit", "gauss_newton_s", "kl_double_backward_s", "speedup", ...}]}.
+[{"fisher_subsample", "batch_unit", "gauss_newton_s", "kl_double_backward_s", "speedup",
+"gauss_newton_iteration_s", "kl_double_backward_iteration_s", "iteration_speedup", ...}]}.
 """
 
 from __future__ import annotations
@@ -105,10 +107,11 @@ def fvp_error(fvp: str, sub: int) -> float:
     return float((cand - exact).norm() / exact.norm())
 
 
-def product_speed(sub: int, unit: str, repeats: int = 7) -> dict:
+def product_speed(sub: int, unit: str, iterations: int, repeats: int = 7) -> dict:
     """Seconds per product of the subsampled Fisher, as trained with (forward through the steps,
     forward mode through the network, back) and as the double backward of the linearized KL whose
-    Hessian it is (``maml.linearized_kl``), on the same batch (iteration 4 of seed 0), in turn."""
+    Hessian it is (``maml.linearized_kl``), on the same batch (iteration 4 of seed 0), in turn; then
+    seconds per meta-iteration of two learners, one with each, stepped in turn (:func:`step_pair`)."""
     from fastadapt.learners.maml import linearized_kl
     from fastadapt.optim.trpo import hessian_vector_product
 
@@ -126,6 +129,7 @@ def product_speed(sub: int, unit: str, repeats: int = 7) -> dict:
             fn(v)
             times[name].append(time.perf_counter() - t0)
     gn, kl = (statistics.median(times[k]) for k in ("gauss_newton", "kl_double_backward"))
+    it_gn, it_kl = step_pair(cfg, iterations)
     return {
         "fisher_subsample": sub,
         "batch_unit": unit,
@@ -134,7 +138,33 @@ def product_speed(sub: int, unit: str, repeats: int = 7) -> dict:
         "kl_double_backward_build_s": build_s,
         "speedup": kl / gn,
         "relative_difference": diff,
+        "iterations": iterations,
+        "gauss_newton_iteration_s": it_gn,
+        "kl_double_backward_iteration_s": it_kl,
+        "iteration_speedup": it_kl / it_gn,
     }
+
+
+def step_pair(cfg: MAMLConfig, iterations: int) -> tuple[float, float]:
+    """Median seconds per meta-iteration (from the third on) of two learners of ``cfg`` stepped in
+    turn, the first with the Fisher product training uses, the second with the double backward of
+    the linearized KL, so the machine's drift hits both alike."""
+    import fastadapt.learners.maml as M
+    from fastadapt.optim.trpo import hessian_vector_product
+
+    fast, slow = MAML(cfg), MAML(cfg)
+    params = list(slow.trainable().values())
+    times: list[list[float]] = [[], []]
+    product_fn = M._subsampled_fvp
+    for _ in range(iterations):
+        times[0].append(fast.step()["time/iteration_s"])
+        M._subsampled_fvp = lambda *a: hessian_vector_product(M.linearized_kl(*a), params)
+        try:
+            times[1].append(slow.step()["time/iteration_s"])
+        finally:
+            M._subsampled_fvp = product_fn
+    start = min(2, iterations - 1)
+    return statistics.median(times[0][start:]), statistics.median(times[1][start:])
 
 
 def main() -> None:
@@ -154,9 +184,22 @@ def main() -> None:
     )
     args = p.parse_args()
     configure_cpu()
-    speeds = [product_speed(MAMLConfig().fisher_subsample, "episodes"), product_speed(5, "steps")]
+    speeds = [
+        product_speed(MAMLConfig().fisher_subsample, "episodes", args.iterations),
+        product_speed(5, "steps", args.iterations),
+    ]
     print_table(
-        ["subsample", "unit", "s/product", "double backward s/product", "speedup", "rel. diff"],
+        [
+            "subsample",
+            "unit",
+            "s/product",
+            "double backward s/product",
+            "speedup",
+            "rel. diff",
+            "s/iteration",
+            "double backward s/iteration",
+            "speedup",
+        ],
         [
             [
                 r["fisher_subsample"],
@@ -165,6 +208,9 @@ def main() -> None:
                 r["kl_double_backward_s"],
                 r["speedup"],
                 r["relative_difference"],
+                r["gauss_newton_iteration_s"],
+                r["kl_double_backward_iteration_s"],
+                r["iteration_speedup"],
             ]
             for r in speeds
         ],

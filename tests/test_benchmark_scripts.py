@@ -242,7 +242,7 @@ def test_compare_learners_records_the_init(tmp_path, monkeypatch):
 
 def test_fisher_product_timing_compares_equal_products(tmp_path, monkeypatch):
     out = tmp_path / "fvp.json"
-    run_script(monkeypatch, "maml_fvp.py", "--product-only", "--out", str(out))
+    run_script(monkeypatch, "maml_fvp.py", "--product-only", "--iterations", "2", "--out", str(out))
     speeds = json.loads(out.read_text())["product_seconds"]
     assert [(r["fisher_subsample"], r["batch_unit"]) for r in speeds] == [
         (20, "episodes"),
@@ -251,3 +251,4 @@ def test_fisher_product_timing_compares_equal_products(tmp_path, monkeypatch):
     for r in speeds:
         assert r["relative_difference"] < 1e-5  # the same product, two ways
         assert r["gauss_newton_s"] > 0 and r["speedup"] > 0
+        assert r["iterations"] == 2 and r["iteration_speedup"] > 0
