@@ -49,6 +49,12 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fvp", choices=["adapted", "subsampled", "exact"], default="subsampled")
     p.add_argument("--fisher-subsample", type=int, default=MAMLConfig.fisher_subsample)
+    p.add_argument(
+        "--hessian-subsample",
+        type=int,
+        default=MAMLConfig.hessian_subsample,
+        help="inner Hessians of the Fisher on every N-th episode/step (0: --fisher-subsample)",
+    )
     p.add_argument("--backtrack-ratio", type=float, default=MAMLConfig.backtrack_ratio)
     p.add_argument(
         "--batch-unit",
@@ -115,6 +121,7 @@ def main() -> None:
         seed=args.seed,
         fvp=args.fvp,
         fisher_subsample=args.fisher_subsample,
+        hessian_subsample=args.hessian_subsample,
         backtrack_ratio=args.backtrack_ratio,
         checkpoint_every=100,
         batch_unit=args.batch_unit,
@@ -153,6 +160,7 @@ def main() -> None:
             "meta_iterations": args.meta_iterations,
             "fvp": args.fvp,
             "fisher_subsample": args.fisher_subsample,
+            "hessian_subsample": args.hessian_subsample,
             "backtrack_ratio": args.backtrack_ratio,
             "batch_unit": args.batch_unit,
             "inner_lr": args.inner_lr,

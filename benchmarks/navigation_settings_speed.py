@@ -1,10 +1,11 @@
-"""Seconds per meta-iteration of MAML-TRPO on Navigation2D-v0 in three settings, side by side.
+"""Seconds per meta-iteration of MAML-TRPO on Navigation2D-v0 in four settings, side by side.
 
     python benchmarks/navigation_settings_speed.py --out F.json [--iterations 40]
 
 The benchmark's default (episodes, the Fisher on every 20th episode/sample), the reference code's
-batch unit (``batch_unit="steps"``), and the steps unit with the Fisher on every 5th step
-(``fisher_subsample=5``). One learner per setting, stepped in turn, so the machine's drift hits all
+batch unit (``batch_unit="steps"``), the steps unit with the Fisher on every 5th step
+(``fisher_subsample=5``), and with the Fisher's inner Hessians alone on every 5th step
+(``hessian_subsample=5``, the KL on every 20th). One learner per setting, stepped in turn, so the machine's drift hits all
 alike; the median over iterations 6 onwards. Writes {"seconds_per_meta_iteration": {setting: s},
 "ratio_to_default": {setting: r}}.
 """
@@ -26,6 +27,7 @@ SETTINGS = {
     "episodes, Fisher every 20th (default)": {},
     "steps, Fisher every 20th": {"batch_unit": "steps"},
     "steps, Fisher every 5th": {"batch_unit": "steps", "fisher_subsample": 5},
+    "steps, inner Hessians every 5th": {"batch_unit": "steps", "hessian_subsample": 5},
 }
 
 

@@ -379,3 +379,23 @@ def test_cavia_meta_learns_the_network_adapts_the_context_and_baselines_fine_tun
     res = evaluate_learner(learner, ev, progress=False)
     assert set(res["returns"]) == {"maml", "scratch", "scratch (tuned lr)"}
     assert all(np.isfinite(r["mean"]).all() for r in res["returns"].values())
+
+
+def test_hessian_subsample_sets_the_inner_hessians_sample_alone():
+    args = {}
+
+    def spy(fn):
+        def wrapped(*a):
+            args["a"] = a
+            return fn(*a)
+
+        return wrapped
+
+    _fvp("subsampled", 4, spy=spy, hessian_subsample=2)
+    every, obs = args["a"][6], args["a"][7]
+    assert every == 2  # the inner Hessians' sample
+    assert obs.shape[1] == 10 * 100 // 4  # the KL's: every 4th of 10 episodes x 100 steps
+    _fvp("subsampled", 4, spy=spy)
+    assert args["a"][6] == 4  # unset: the KL's
+    with pytest.raises(ConfigError, match="hessian_subsample"):
+        dataclasses.replace(SMALL, hessian_subsample=-1).validate()

@@ -204,7 +204,7 @@ class MAML(Checkpointable):
                 batches,
                 grads,
                 lrs,
-                cfg.fisher_subsample,
+                cfg.hessian_subsample or cfg.fisher_subsample,
                 obs[:, sub],
                 sub_kl,
                 cfg.inner_objective,
