@@ -2,7 +2,7 @@
 
     python benchmarks/navigation_settings_speed.py --out F.json [--iterations 40]
 
-The benchmark's default (episodes, the Fisher on every 20th episode/sample), the reference code's
+The library's default (episodes, the Fisher on every 20th episode/sample), the reference code's
 batch unit (``batch_unit="steps"``), the steps unit with the Fisher on every 5th step
 (``fisher_subsample=5``), and with the Fisher's inner Hessians alone on every 5th step
 (``hessian_subsample=5``, the KL on every 20th). One learner per setting, stepped in turn, so the machine's drift hits all

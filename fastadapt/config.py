@@ -372,10 +372,10 @@ class EvalConfig:
     """Adaptation steps (returns are reported after 0..num_steps)."""
     episodes_per_step: int = 40
     """Episodes per task collected before each step (and after the last)."""
-    batch_unit: Literal["episodes", "steps"] = "episodes"
+    batch_unit: Literal["", "episodes", "steps"] = ""
     """What episodes_per_step counts: 'episodes' exactly, or 'steps': whole episodes until each task
     has episodes_per_step x horizon steps (the MAML reference code's test protocol); a step's return
-    is then the mean over however many episodes that took."""
+    is then the mean over however many episodes that took. Empty: the unit the run trained with."""
     inner_lr: tuple[float, ...] = ()
     """Learning rate per step (the last repeats). Empty: the run's own first inner learning rate,
     then half of it (the MAML paper's protocol: 0.1 then 0.05 for a run trained with 0.1)."""
@@ -408,7 +408,8 @@ class EvalConfig:
         for name in ("num_tasks", "episodes_per_step"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        check_batch_unit(self.batch_unit)
+        if self.batch_unit:
+            check_batch_unit(self.batch_unit)
         for name in ("baseline_lr_scales", "later_lr_scales"):
             scales = getattr(self, name)
             if not scales or any(not x > 0 for x in scales):

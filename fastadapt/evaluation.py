@@ -141,9 +141,13 @@ def default_test_schedule(learner: Any) -> tuple[float, float]:
 def evaluate_learner(
     learner: Any, cfg: EvalConfig, run_dir: Path | None = None, progress: bool = True
 ) -> dict[str, Any]:
-    """Evaluate a trained learner and the requested baselines on held-out tasks."""
+    """Evaluate a trained learner and the requested baselines on held-out tasks (in the unit the
+    learner trained with unless ``cfg.batch_unit`` names one; eval.json records which)."""
     cfg.validate()
     lc = learner.config
+    cfg = dataclasses.replace(
+        cfg, batch_unit=cfg.batch_unit or getattr(lc, "batch_unit", "episodes")
+    )
     family, policy = learner.family, learner.policy
     tasks = sample_tasks(family, cfg.num_tasks, lc.seed, split="test")
     schedule = inner_lr_schedule(

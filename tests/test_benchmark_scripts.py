@@ -214,6 +214,9 @@ def test_navigation_benchmark_trains_the_chosen_inner_steps_and_reports_the_pape
     assert config["num_inner_steps"] == 2 and config["intermediate_weight"] == 0.5
     assert config["inner_lr"] == [0.1, 0.05]  # the test protocol's schedule
     assert result["inner_steps"] == 2 and result["intermediate_weight"] == 0.5
+    # the reference code's settings by default
+    assert result["batch_unit"] == "steps" and config["batch_unit"] == "steps"
+    assert result["hessian_subsample"] == 5 and config["hessian_subsample"] == 5
     assert result["returns"]["paper"] == [-40.41, -11.68, -3.33, -3.23]
     assert {"maml", "scratch", "pretrain"} <= result["returns"].keys()
     assert all(len(r) == 4 for r in result["returns"].values())

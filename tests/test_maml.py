@@ -294,6 +294,11 @@ def test_step_batch_unit_trains_and_evaluates():
     assert all(np.isfinite(res["returns"]["maml"]["mean"]))
     with pytest.raises(ConfigError, match="batch_unit"):
         dataclasses.replace(ev, batch_unit="transitions").validate()
+    # unset, the protocol counts in the unit the run trained with
+    unset = dataclasses.replace(ev, batch_unit="")
+    assert evaluate_learner(learner, unset, progress=False)["protocol"]["batch_unit"] == "steps"
+    episodes = MAML(SMALL)
+    assert evaluate_learner(episodes, unset, progress=False)["protocol"]["batch_unit"] == "episodes"
 
 
 def test_evaluation_defaults_to_the_runs_inner_lr_then_half():

@@ -191,7 +191,7 @@ class MAML(Checkpointable):
         sub = slice(None, None, cfg.fisher_subsample)
         params = list(self.trainable().values())
 
-        def sub_kl(d) -> torch.Tensor:
+        def sub_kl(d: DistParams) -> torch.Tensor:
             return mean_kl(d, sub)
 
         if cfg.fvp == "exact":
