@@ -88,12 +88,13 @@ class Agent:
         episodes: int = 20,
         lr: float | Sequence[float] | None = None,
         seed: int = 0,
-        unit: str = "episodes",
+        unit: str = "",
     ) -> list[float]:
         """Adapt to ``target`` (a task record or dict of its fields, a ``gym.make`` of the family,
         or any Gymnasium env with the same spaces) with ``steps`` inner steps of ``episodes``
-        episodes each (``unit="steps"``: whole episodes up to ``episodes x horizon`` steps). Returns
-        the mean episode return before each step and after the last."""
+        episodes each (``unit="steps"``: whole episodes up to ``episodes x horizon`` steps; empty:
+        the unit the run trained with). Returns the mean episode return before each step and after
+        the last."""
         family, task = self._target(target)
         schedule = inner_lr_schedule(lr if lr is not None else self.learner.lr_schedule, steps)
         lrs = self.learner.lrs(steps, schedule if lr is not None else None)
@@ -112,7 +113,7 @@ class Agent:
             cfg.gae_lambda,
             cfg.normalize_advantages,
             self.device,
-            unit=unit,
+            unit=unit or cfg.batch_unit,
         )
         if steps > 0:
             self.params = {k: v[0] for k, v in trace.params.items()}

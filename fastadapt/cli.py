@@ -159,7 +159,7 @@ def cmd_adapt(argv: list[str]) -> None:
         episodes: int | None = None,
         lr: tuple[float, ...] = (),
         seed: int = 0,
-        batch_unit: Literal["episodes", "steps"] = "episodes",
+        batch_unit: Literal["", "episodes", "steps"] = "",
     ) -> None:
         """Adapt a trained agent to one task and print its return before and after each step (an
         RL² run: play one trial on the task and print each episode's return).
@@ -173,7 +173,7 @@ def cmd_adapt(argv: list[str]) -> None:
             lr: inner learning rate(s); empty means the run's own.
             seed: sampling seed.
             batch_unit: 'episodes' (exactly that many per step) or 'steps' (whole episodes up to
-                episodes x horizon steps per step).
+                episodes x horizon steps per step); empty means the unit the run trained with.
         """
         import gymnasium as gym
 

@@ -178,6 +178,28 @@ def test_agent_adapts_to_gym_env_and_acts(trained):
     agent.reset()
 
 
+def test_agent_adapts_in_the_unit_its_run_trained_with(trained, monkeypatch):
+    import dataclasses
+
+    import fastadapt.agent as A
+
+    units = []
+
+    def spy(*args, unit, **kwargs):
+        units.append(unit)
+        return sample_and_adapt(*args, unit=unit, **kwargs)
+
+    sample_and_adapt = A.sample_and_adapt
+    monkeypatch.setattr(A, "sample_and_adapt", spy)
+    agent = Agent.load(trained)  # trained in episodes
+    task = {"goal_x": 0.3, "goal_y": -0.2}
+    agent.adapt(task, episodes=2)
+    agent.learner.config = dataclasses.replace(agent.learner.config, batch_unit="steps")
+    agent.adapt(task, episodes=2)
+    agent.adapt(task, episodes=2, unit="episodes")
+    assert units == ["episodes", "steps", "episodes"]
+
+
 class MyNav(gym.Env):
     """A user's own environment with Navigation2D's spaces (goal fixed at (0.4, 0.4))."""
 
