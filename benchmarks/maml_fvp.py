@@ -66,7 +66,7 @@ def run(fvp: str, sub: int, iterations: int, seeds: list[int]) -> dict:
 
 def first_step_fvp(cfg: MAMLConfig, warmup: int = 0):
     """The Fisher-vector product of a learner's meta-iteration ``warmup + 1`` (its TRPO step not
-    taken), the parameters it acts on, and the arguments ``_subsampled_fvp`` got (if called)."""
+    taken), the parameters it acts on, and the ``FisherInputs`` of ``_subsampled_fvp`` (if called)."""
     import fastadapt.learners.maml as M
     import fastadapt.optim.trpo as T
 
@@ -79,9 +79,9 @@ def first_step_fvp(cfg: MAMLConfig, warmup: int = 0):
         captured.update(params=params, fvp=fvp)
         return T.TRPOInfo(False, 0, 0, 0, 0, 0, 0)
 
-    def spy(*args):
-        captured["args"] = args
-        return product_fn(*args)
+    def spy(inputs):
+        captured["inputs"] = inputs
+        return product_fn(inputs)
 
     original, product_fn = M.trpo_step, M._subsampled_fvp
     M.trpo_step, M._subsampled_fvp = capture, spy
@@ -89,7 +89,7 @@ def first_step_fvp(cfg: MAMLConfig, warmup: int = 0):
         learner.step()
     finally:
         M.trpo_step, M._subsampled_fvp = original, product_fn
-    return captured["params"], captured["fvp"], captured.get("args")
+    return captured["params"], captured["fvp"], captured.get("inputs")
 
 
 def random_vector(params) -> torch.Tensor:
@@ -116,10 +116,10 @@ def product_speed(sub: int, unit: str, iterations: int, repeats: int = 7) -> dic
     from fastadapt.optim.trpo import hessian_vector_product
 
     cfg = MAMLConfig(fisher_subsample=sub, batch_unit=unit, seed=0)
-    params, product, args = first_step_fvp(cfg, warmup=3)
+    params, product, inputs = first_step_fvp(cfg, warmup=3)
     v = random_vector(params)
     t0 = time.perf_counter()
-    reference = hessian_vector_product(linearized_kl(*args), params)
+    reference = hessian_vector_product(linearized_kl(inputs), params)
     build_s = time.perf_counter() - t0
     diff = float((product(v) - reference(v)).norm() / reference(v).norm())
     times: dict[str, list[float]] = {"gauss_newton": [], "kl_double_backward": []}
@@ -158,7 +158,7 @@ def step_pair(cfg: MAMLConfig, iterations: int) -> tuple[float, float]:
     product_fn = M._subsampled_fvp
     for _ in range(iterations):
         times[0].append(fast.step()["time/iteration_s"])
-        M._subsampled_fvp = lambda *a: hessian_vector_product(M.linearized_kl(*a), params)
+        M._subsampled_fvp = lambda f: hessian_vector_product(M.linearized_kl(f), params)
         try:
             times[1].append(slow.step()["time/iteration_s"])
         finally:

@@ -204,6 +204,19 @@ def test_unknown_algorithm_is_refused():
         make_learner("ppo-maml", SMALL)
 
 
+def recorder(seen):
+    """A spy for ``maml._subsampled_fvp`` that appends its ``FisherInputs`` to ``seen``."""
+
+    def spy(fn):
+        def wrapped(inputs):
+            seen.append(inputs)
+            return fn(inputs)
+
+        return wrapped
+
+    return spy
+
+
 def _fvp(mode, every, spy=None, **overrides):
     """The first TRPO step's Fisher-vector product at a fixed random vector (and its parameters).
     ``spy`` wraps ``maml._subsampled_fvp`` while the step runs."""
@@ -262,17 +275,11 @@ def test_subsampled_fisher_equals_the_hessian_of_the_linearized_kl(variant):
     from fastadapt.learners.maml import linearized_kl
     from fastadapt.optim.trpo import hessian_vector_product
 
-    args = {}
-
-    def spy(fn):
-        def wrapped(*a):
-            args["a"] = a
-            return fn(*a)
-
-        return wrapped
-
-    product, params, v = _fvp("subsampled", 3, spy=spy, **FISHER_VARIANTS.get(variant, {}))
-    reference = hessian_vector_product(linearized_kl(*args["a"]), params)(v)
+    seen = []
+    product, params, v = _fvp(
+        "subsampled", 3, spy=recorder(seen), **FISHER_VARIANTS.get(variant, {})
+    )
+    reference = hessian_vector_product(linearized_kl(seen[-1]), params)(v)
     torch.testing.assert_close(
         product, reference, rtol=1e-4, atol=1e-6 * float(reference.abs().max())
     )
@@ -387,20 +394,11 @@ def test_cavia_meta_learns_the_network_adapts_the_context_and_baselines_fine_tun
 
 
 def test_hessian_subsample_sets_the_inner_hessians_sample_alone():
-    args = {}
-
-    def spy(fn):
-        def wrapped(*a):
-            args["a"] = a
-            return fn(*a)
-
-        return wrapped
-
-    _fvp("subsampled", 4, spy=spy, hessian_subsample=2)
-    every, obs = args["a"][6], args["a"][7]
-    assert every == 2  # the inner Hessians' sample
-    assert obs.shape[1] == 10 * 100 // 4  # the KL's: every 4th of 10 episodes x 100 steps
-    _fvp("subsampled", 4, spy=spy)
-    assert args["a"][6] == 4  # unset: the KL's
+    seen = []
+    _fvp("subsampled", 4, spy=recorder(seen), hessian_subsample=2)
+    assert seen[-1].every == 2  # the inner Hessians' sample
+    assert seen[-1].obs.shape[1] == 10 * 100 // 4  # the KL's: every 4th of 10 episodes x 100 steps
+    _fvp("subsampled", 4, spy=recorder(seen))
+    assert seen[-1].every == 4  # unset: the KL's
     with pytest.raises(ConfigError, match="hessian_subsample"):
         dataclasses.replace(SMALL, hessian_subsample=-1).validate()

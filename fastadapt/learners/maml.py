@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from typing import NamedTuple
 
 import torch
 import torch.autograd.forward_ad as fwAD
@@ -198,16 +199,18 @@ class MAML(Checkpointable):
             fvp = hessian_vector_product(lambda: mean_kl(final_dist(adapted())), params)
         elif cfg.fvp == "subsampled":
             fvp = _subsampled_fvp(
-                policy,
-                self.meta_params,
-                self.inner_lrs,
-                batches,
-                grads,
-                lrs,
-                cfg.hessian_subsample or cfg.fisher_subsample,
-                obs[:, sub],
-                sub_kl,
-                cfg.inner_objective,
+                FisherInputs(
+                    policy,
+                    self.meta_params,
+                    self.inner_lrs,
+                    batches,
+                    grads,
+                    lrs,
+                    cfg.hessian_subsample or cfg.fisher_subsample,
+                    obs[:, sub],
+                    sub_kl,
+                    cfg.inner_objective,
+                )
             )
         else:
             # Fisher at the adapted parameters: phi(theta) = theta - sum_k lr_k g_k with the inner
@@ -259,28 +262,36 @@ def _batch_surrogate(policy, params: Params, batch: AdaptBatch) -> torch.Tensor:
     )
 
 
-def _subsampled_fvp(
-    policy: MLPPolicy,
-    meta_params: Params,
-    inner_lrs: Params,
-    batches: list[AdaptBatch],
-    grads: list[Params],
-    lrs: list[InnerLR],
-    every: int,
-    obs: torch.Tensor,
-    kl_of: Callable[[DistParams], torch.Tensor],
-    objective: str = "vpg",
-) -> Callable[[torch.Tensor], torch.Tensor]:
+class FisherInputs(NamedTuple):
+    """What the subsampled Fisher is built from, at the current meta-parameters: the inner steps'
+    pre-update ``batches``, gradients ``grads`` and learning rates ``lrs`` (as sampled), the
+    subsample ``every`` of the inner Hessians, the subsampled post-update observations ``obs`` and
+    ``kl_of``, the mean KL from the current adapted policy of a distribution on them."""
+
+    policy: MLPPolicy
+    meta_params: Params
+    inner_lrs: Params  # Meta-SGD's (empty for MAML)
+    batches: list[AdaptBatch]
+    grads: list[Params]
+    lrs: list[InnerLR]
+    every: int
+    obs: torch.Tensor
+    kl_of: Callable[[DistParams], torch.Tensor]
+    objective: str = "vpg"
+
+
+def _subsampled_fvp(f: FisherInputs) -> Callable[[torch.Tensor], torch.Tensor]:
     """``v -> J^T F J v``: the exact Gauss-Newton Fisher through the adaptation at the current
     meta-parameters, with the inner Hessians in ``J = prod_k (I - lr_k H_k)`` estimated on every
-    ``every``-th episode (or step, if packed) of each pre-update batch, and ``F`` the Hessian of
-    ``kl_of`` in the policy's outputs on ``obs`` (the subsampled post-update observations).
+    ``f.every``-th episode (or step, if packed) of each pre-update batch, and ``F`` the Hessian of
+    ``f.kl_of`` in the policy's outputs on ``f.obs``.
 
     ``v`` and the product are flat over the meta-parameters, then Meta-SGD's ``inner_lrs`` (step
     ``k`` moves the parameters by ``-lr * g_k``). A product runs forward through the steps (``J v``,
     one Hessian-vector product of each step's inner loss), through the network in forward mode,
     then back through the network and the transposed steps: no third-order graph.
     """
+    policy, meta_params, inner_lrs, batches, grads, lrs, every, obs, kl_of, objective = f
     names, lr_names = list(meta_params), list(inner_lrs)
     keys = list(policy.adapted_keys or names)
     num_tasks = obs.shape[0]
@@ -355,23 +366,13 @@ def _detached(lr: InnerLR) -> InnerLR:
     return {k: v.detach() for k, v in lr.items()} if isinstance(lr, Mapping) else lr
 
 
-def linearized_kl(
-    policy: MLPPolicy,
-    meta_params: Params,
-    inner_lrs: Params,
-    batches: list[AdaptBatch],
-    grads: list[Params],
-    lrs: list[InnerLR],
-    every: int,
-    obs: torch.Tensor,
-    kl_of: Callable[[DistParams], torch.Tensor],
-    objective: str = "vpg",
-) -> Callable[[], torch.Tensor]:
-    """The brute-force reference for :func:`_subsampled_fvp` (same arguments): a KL whose Hessian
-    at the current meta-parameters is that product. The adaptation is linearized around the sampled
+def linearized_kl(f: FisherInputs) -> Callable[[], torch.Tensor]:
+    """The brute-force reference for :func:`_subsampled_fvp`: a KL whose Hessian at the current
+    meta-parameters is that product. The adaptation is linearized around the sampled
     one, ``phi_k = phi_{k-1} - lr_k (g_k + g_k^sub(phi_{k-1}) - g_k^sub(phi_{k-1}^old))``, so the
     KL's gradient vanishes there and its Hessian (by double backward through a third-order graph:
     slower) is exactly ``J^T F J``. Used by the tests and benchmarks/maml_fvp.py."""
+    policy, meta_params, _, batches, grads, lrs, every, obs, kl_of, objective = f
     num_tasks = obs.shape[0]
     subs = [subsample_batch(b, every) for b in batches]
     anchors, phi_old = [], expand_params({k: v.detach() for k, v in meta_params.items()}, num_tasks)
