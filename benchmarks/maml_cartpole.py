@@ -112,6 +112,13 @@ def main() -> None:
         default=40,
         help="held-out test tasks (the paired 95%% intervals narrow as 1/sqrt(tasks))",
     )
+    p.add_argument(
+        "--hessian-subsample",
+        type=int,
+        default=MAMLConfig.hessian_subsample,
+        help="MAML-TRPO's Fisher: its inner Hessians on every N-th pre-adaptation episode (0: "
+        "its default, every 20th, which is one episode of 10)",
+    )
     add_reuse_argument(p)
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args()
@@ -141,6 +148,7 @@ def main() -> None:
             max_kl=0.01,
             inner_objective=args.inner_objective,
             pre_adapt_weight=args.pre_adapt_weight,
+            hessian_subsample=args.hessian_subsample,
             **common,
         )
     ev = EvalConfig(
@@ -205,6 +213,7 @@ def main() -> None:
             "context_params": args.context_params,
             "inner_objective": args.inner_objective,
             "pre_adapt_weight": args.pre_adapt_weight,
+            "hessian_subsample": args.hessian_subsample,
             "eval_tasks": args.eval_tasks,
             "env_steps_trained": result["env_steps_trained"],
         },

@@ -111,6 +111,10 @@ def test_cartpole_benchmark_reports_the_chosen_meta_learner_against_the_baseline
     result = json.loads(out.read_text())
     assert result["algorithm"] == algorithm
     assert result["gae_lambda"] == 0.9 == read_config(tmp_path / "run")["config"]["gae_lambda"]
+    if algorithm != "promp":
+        argv[argv.index(str(out))] = str(tmp_path / "hs.json")
+        run_script(monkeypatch, "maml_cartpole.py", *argv, "--hessian-subsample", "2")
+        assert read_config(tmp_path / "run")["config"]["hessian_subsample"] == 2
     assert {algorithm, "scratch", "pretrain"} <= result["returns"].keys()
     assert all(len(r) == 4 for r in result["returns"].values())
     # the paired lead is the learner's per-task return minus the baseline's, averaged over tasks
