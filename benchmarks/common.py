@@ -33,6 +33,24 @@ def median_time(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
     return statistics.median(times), out
 
 
+def medians_in_turn(steps: dict[str, Callable[[], float]], rounds: int, skip: int = 0) -> dict:
+    """Call every one of ``steps`` in turn, ``rounds`` times, so the machine's drift hits all alike;
+    each call returns the seconds it took. The median per name over the rounds after the first
+    ``skip`` (over all of them if none are left)."""
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            times[name].append(step())
+    return {name: statistics.median(t[skip:] or t) for name, t in times.items()}
+
+
+def seconds(fn: Callable[..., Any], *args: Any) -> float:
+    """Wall time of one call ``fn(*args)``."""
+    t0 = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - t0
+
+
 def machine() -> dict[str, Any]:
     return {
         "python": platform.python_version(),

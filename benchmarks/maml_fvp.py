@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import parser, print_table, write_json  # noqa: E402
+from common import medians_in_turn, parser, print_table, seconds, write_json  # noqa: E402
 
 from fastadapt.config import MAMLConfig  # noqa: E402
 from fastadapt.learners.maml import MAML  # noqa: E402
@@ -122,13 +122,14 @@ def product_speed(sub: int, unit: str, iterations: int, repeats: int = 7) -> dic
     reference = hessian_vector_product(linearized_kl(inputs), params)
     build_s = time.perf_counter() - t0
     diff = float((product(v) - reference(v)).norm() / reference(v).norm())
-    times: dict[str, list[float]] = {"gauss_newton": [], "kl_double_backward": []}
-    for _ in range(repeats):
-        for name, fn in (("gauss_newton", product), ("kl_double_backward", reference)):
-            t0 = time.perf_counter()
-            fn(v)
-            times[name].append(time.perf_counter() - t0)
-    gn, kl = (statistics.median(times[k]) for k in ("gauss_newton", "kl_double_backward"))
+    per_product = medians_in_turn(
+        {
+            "gauss_newton": lambda: seconds(product, v),
+            "kl_double_backward": lambda: seconds(reference, v),
+        },
+        repeats,
+    )
+    gn, kl = per_product["gauss_newton"], per_product["kl_double_backward"]
     it_gn, it_kl = step_pair(cfg, iterations)
     return {
         "fisher_subsample": sub,
@@ -154,17 +155,19 @@ def step_pair(cfg: MAMLConfig, iterations: int) -> tuple[float, float]:
 
     fast, slow = MAML(cfg), MAML(cfg)
     params = list(slow.trainable().values())
-    times: list[list[float]] = [[], []]
     product_fn = M._subsampled_fvp
-    for _ in range(iterations):
-        times[0].append(fast.step()["time/iteration_s"])
+
+    def slow_step() -> float:
         M._subsampled_fvp = lambda f: hessian_vector_product(M.linearized_kl(f), params)
         try:
-            times[1].append(slow.step()["time/iteration_s"])
+            return slow.step()["time/iteration_s"]
         finally:
             M._subsampled_fvp = product_fn
-    start = min(2, iterations - 1)
-    return statistics.median(times[0][start:]), statistics.median(times[1][start:])
+
+    sec = medians_in_turn(
+        {"fast": lambda: fast.step()["time/iteration_s"], "slow": slow_step}, iterations, skip=2
+    )
+    return sec["fast"], sec["slow"]
 
 
 def main() -> None:

@@ -5,19 +5,18 @@
 The library's default (episodes, the Fisher on every 20th episode/sample), the reference code's
 batch unit (``batch_unit="steps"``), the steps unit with the Fisher on every 5th step
 (``fisher_subsample=5``), and with the Fisher's inner Hessians alone on every 5th step
-(``hessian_subsample=5``, the KL on every 20th). One learner per setting, stepped in turn, so the machine's drift hits all
-alike; the median over iterations 6 onwards. Writes {"seconds_per_meta_iteration": {setting: s},
+(``hessian_subsample=5``, the KL on every 20th). One learner per setting, stepped in turn, so the
+machine's drift hits all alike; the median over iterations 6 onwards. Writes {"seconds_per_meta_iteration": {setting: s},
 "ratio_to_default": {setting: r}}.
 """
 
 from __future__ import annotations
 
-import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import parser, print_table, write_json  # noqa: E402
+from common import medians_in_turn, parser, print_table, write_json  # noqa: E402
 
 from fastadapt.config import MAMLConfig  # noqa: E402
 from fastadapt.runtime import configure_cpu  # noqa: E402
@@ -41,11 +40,14 @@ def main() -> None:
         name: make_learner("maml", MAMLConfig(seed=args.seed, **kw))
         for name, kw in SETTINGS.items()
     }
-    times: dict[str, list[float]] = {name: [] for name in SETTINGS}
-    for _ in range(args.iterations):
-        for name, learner in learners.items():
-            times[name].append(learner.step()["time/iteration_s"])
-    sec = {name: statistics.median(t[5:] or t) for name, t in times.items()}
+    sec = medians_in_turn(
+        {
+            name: lambda lr=learner: lr.step()["time/iteration_s"]
+            for name, learner in learners.items()
+        },
+        args.iterations,
+        skip=5,
+    )
     default = sec[next(iter(SETTINGS))]
     ratio = {name: s / default for name, s in sec.items()}
     print_table(["setting", "s / meta-iteration", "ratio"], [[n, sec[n], ratio[n]] for n in sec])
