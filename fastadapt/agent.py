@@ -53,11 +53,12 @@ class Agent:
         self.params: Params = dict(self.meta_params)
 
     @classmethod
-    def load(cls, path: str | Path) -> Agent:
-        """Load a run directory (its final model or newest checkpoint) or a checkpoint file."""
+    def load(cls, path: str | Path, device: str = "") -> Agent:
+        """Load a run directory (its final model or newest checkpoint) or a checkpoint file, on
+        ``device`` (empty: the run's own, or the CPU where that GPU is missing)."""
         from fastadapt.train import load_learner
 
-        return cls(load_learner(path))
+        return cls(load_learner(path, device))
 
     def reset(self) -> None:
         """Forget any adaptation: back to the meta-parameters."""
@@ -162,16 +163,16 @@ class TrialAgent:
         self.device = learner.device
         self.horizon = self.family.horizon
         self.trial_episodes = learner.config.episodes_per_task
-        self._gen = torch.Generator(device=self.device).manual_seed(seed)
+        self._gen = torch.Generator().manual_seed(seed)
         self.reset()
 
     @classmethod
-    def load(cls, path: str | Path, seed: int = 0) -> TrialAgent:
+    def load(cls, path: str | Path, seed: int = 0, device: str = "") -> TrialAgent:
         """Load an RL² run directory (its final model or newest checkpoint) or checkpoint file;
-        ``seed`` seeds the sampling of actions."""
+        ``seed`` seeds the sampling of actions; ``device`` as in :meth:`Agent.load`."""
         from fastadapt.train import load_learner
 
-        return cls(load_learner(path), seed)
+        return cls(load_learner(path, device), seed)
 
     def reset(self) -> None:
         """Start a new trial: forget everything seen (the state the policy was trained from)."""

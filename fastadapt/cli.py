@@ -122,16 +122,24 @@ def cmd_evaluate(argv: list[str]) -> None:
         run_dir: tyro.conf.Positional[Path],
         eval: EvalConfig = EvalConfig(),  # noqa: B008
         progress: bool = True,
+        device: str = "",
     ) -> None:
         """Evaluate a run (its final model) or one checkpoint file on held-out tasks against the
         baselines; writes eval.json and adaptation.png into the run directory (for a checkpoint
-        file, into ``<checkpoint name>_eval/`` beside it) and prints the table."""
+        file, into ``<checkpoint name>_eval/`` beside it) and prints the table.
+
+        Args:
+            run_dir: a trained run (or a checkpoint file).
+            eval: the evaluation protocol.
+            progress: show progress bars.
+            device: cpu or cuda[:N]; empty means the run's own (the CPU where that GPU is missing).
+        """
         from fastadapt.evaluation import evaluate_learner, format_table, write_eval
         from fastadapt.learners.rl2 import evaluate_rl2
         from fastadapt.train import load_learner
 
         out_dir, baseline_dir = eval_dirs(run_dir)
-        learner = load_learner(run_dir)
+        learner = load_learner(run_dir, device)
         if learner.name == "rl2":  # adapts within a trial: returns per episode, no gradient steps
             eval.validate()  # (evaluate_learner validates its own)
             if eval.tune_later_lr:
@@ -160,6 +168,7 @@ def cmd_adapt(argv: list[str]) -> None:
         lr: tuple[float, ...] = (),
         seed: int = 0,
         batch_unit: Literal["", "episodes", "steps"] = "",
+        device: str = "",
     ) -> None:
         """Adapt a trained agent to one task and print its return before and after each step (an
         RL² run: play one trial on the task and print each episode's return).
@@ -174,13 +183,14 @@ def cmd_adapt(argv: list[str]) -> None:
             seed: sampling seed.
             batch_unit: 'episodes' (exactly that many per step) or 'steps' (whole episodes up to
                 episodes x horizon steps per step); empty means the unit the run trained with.
+            device: cpu or cuda[:N]; empty means the run's own (the CPU where that GPU is missing).
         """
         import gymnasium as gym
 
         from fastadapt.agent import Agent, TrialAgent
         from fastadapt.train import load_learner
 
-        learner = load_learner(run_dir)
+        learner = load_learner(run_dir, device)
         family = learner.family
         if task:
             try:

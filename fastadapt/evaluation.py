@@ -292,7 +292,7 @@ def pretrain_baseline(
         return pre
     pdir = Path(run_dir) / "baselines" / "pretrain"
     if is_finished(pdir):
-        done = load_learner(pdir)
+        done = load_learner(pdir, lc.device)
         if done.iteration == iterations:
             return done
     train(pre, pdir, overwrite=True, progress=progress)

@@ -209,13 +209,17 @@ class MLPPolicy:
         return (-0.5 * z.pow(2) - d.log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
 
     def sample(self, d: DistParams, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Draw actions (long for discrete, float otherwise)."""
+        """Draw actions (long for discrete, float otherwise). The randomness is drawn on the
+        generator's device (the CPU without one), so a seed gives the same actions whichever device
+        the policy runs on, up to rounding."""
+        where = generator.device if generator is not None else torch.device("cpu")
         if self.discrete:
             probs = torch.softmax(d.loc, dim=-1)
-            flat = probs.reshape(-1, probs.shape[-1])
-            return torch.multinomial(flat, 1, generator=generator).reshape(probs.shape[:-1])
+            flat = probs.reshape(-1, probs.shape[-1]).to(where)
+            a = torch.multinomial(flat, 1, generator=generator)
+            return a.to(d.loc.device).reshape(probs.shape[:-1])
         assert d.log_std is not None
-        noise = torch.randn(d.loc.shape, generator=generator, dtype=d.loc.dtype)
+        noise = torch.randn(d.loc.shape, generator=generator, dtype=d.loc.dtype, device=where)
         return d.loc + torch.exp(d.log_std) * noise.to(d.loc.device)
 
     def mode(self, d: DistParams) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Process-wide CPU settings that make training faster without changing any result.
+"""The device a run trains on, and process-wide CPU settings that make training faster without
+changing any result.
 
 Meta-RL batches allocate many large, short-lived tensors (20 tasks x 2,000 samples x 100 hidden
 units is 16 MB). glibc serves such blocks with ``mmap`` and unmaps them on ``free``, so every new one
@@ -17,6 +18,8 @@ import os
 import sys
 
 import torch
+
+from fastadapt.errors import ConfigError
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -50,3 +53,19 @@ def configure_cpu(flush_denormal: bool = True) -> None:
     if flush_denormal:
         torch.set_flush_denormal(True)
     keep_freed_memory()
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device ``name`` (``cpu``, ``cuda`` or ``cuda:N``) names, checked to exist here:
+    asking for CUDA where torch sees no GPU (or fewer than N + 1) is a :class:`ConfigError`."""
+    device = torch.device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(
+                f"device {name!r}: this torch sees no CUDA GPU (torch {torch.__version__}, "
+                f"CUDA build {torch.version.cuda or 'none'}); use --device cpu"
+            )
+        if (device.index or 0) >= count:
+            raise ConfigError(f"device {name!r}: this machine has {count} CUDA GPU(s)")
+    return device

@@ -151,7 +151,7 @@ def collect_episodes(
         )
     env_seed, act_seed = split_seed(seed)
     env = family.make_batch(tasks, E, seed=env_seed)
-    gen = torch.Generator(device=device).manual_seed(act_seed)
+    gen = torch.Generator().manual_seed(act_seed)  # on the CPU: the same actions on any device
     N, H = env.num_envs, family.horizon
     space = family.action_space
     discrete = isinstance(space, gym.spaces.Discrete)

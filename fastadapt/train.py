@@ -13,10 +13,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 from tqdm.auto import tqdm
 
 from fastadapt.config import (
@@ -263,13 +265,23 @@ def read_model(path: Path | str) -> tuple[dict[str, Any], dict[str, Any]]:
     return found
 
 
-def load_learner(path: Path | str) -> Any:
-    """A learner restored from a run directory's final model, or from a checkpoint file."""
+def load_learner(path: Path | str, device: str = "") -> Any:
+    """A learner restored from a run directory's final model, or from a checkpoint file, on
+    ``device`` (empty: the one it trained on, or the CPU, with a warning, where that was a GPU
+    this machine lacks)."""
     tensors, meta = read_model(path)
     algorithm = meta.get("algorithm")
     if algorithm not in LEARNERS:
         raise CheckpointError(f"checkpoint names unknown algorithm {algorithm!r}")
     cfg = config_from_dict(LEARNERS[algorithm][0], meta["config"])
+    if not device and cfg.device != "cpu" and not torch.cuda.is_available():
+        warnings.warn(
+            f"{path} trained on {cfg.device!r}; this torch sees no CUDA GPU, so it loads on the CPU",
+            stacklevel=2,
+        )
+        device = "cpu"
+    if device:
+        cfg = dataclasses.replace(cfg, device=device)
     learner = make_learner(algorithm, cfg)
     check_compatible(_normalize(meta), _normalize(run_identity(learner)), str(path))
     _check_tensors(learner, tensors)

@@ -11,6 +11,7 @@ import torch
 from fastadapt.adaptation import sample_and_adapt
 from fastadapt.errors import NonFiniteError
 from fastadapt.policies import MLPPolicy, Params, init_for_family, policy_for_family
+from fastadapt.runtime import resolve_device
 from fastadapt.tasks import make_family
 from fastadapt.tasks.core import TaskFamily, derive_seed
 
@@ -23,7 +24,7 @@ def setup_learner(learner: Any, config: Any, family: TaskFamily | None) -> None:
     config.validate()
     learner.config = config
     learner.family, learner.policy = build_family_and_policy(config, family)
-    learner.device = torch.device(config.device)
+    learner.device = resolve_device(config.device)
     learner.meta_params = init_meta_params(
         learner.policy, config.seed, learner.device, init_for_family(config.env, config.init)
     )

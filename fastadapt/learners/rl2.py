@@ -32,6 +32,7 @@ from fastadapt.config import RL2Config
 from fastadapt.errors import ConfigError
 from fastadapt.learners.common import Checkpointable, check_finite
 from fastadapt.returns import gae
+from fastadapt.runtime import resolve_device
 from fastadapt.sampling import ActionMap, check_finite_array, split_seed
 from fastadapt.sequence_policies import SequencePolicy, select_state
 from fastadapt.task_sampling import make_task_sampler
@@ -70,7 +71,7 @@ def collect_trials(
     B, H = len(tasks), family.horizon
     env_seed, act_seed = split_seed(seed)
     env = family.make_batch(tasks, 1, seed=env_seed)
-    gen = torch.Generator(device=device).manual_seed(act_seed)
+    gen = torch.Generator().manual_seed(act_seed)  # on the CPU: the same actions on any device
     discrete = isinstance(family.action_space, gym.spaces.Discrete)
     to_env = ActionMap(family.action_space)
     A, D = policy.action_dim, policy.input_dim
@@ -155,7 +156,7 @@ class RL2(Checkpointable):
         if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
             raise ConfigError(f"RL² needs a flat Box observation space, got {obs_space}")
         discrete = isinstance(act_space, gym.spaces.Discrete)
-        self.device = torch.device(config.device)
+        self.device = resolve_device(config.device)
         torch.manual_seed(derive_seed(config.seed, 0))
         self.policy = SequencePolicy(
             obs_space.shape[0],

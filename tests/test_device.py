@@ -1,0 +1,150 @@
+"""Devices: a GPU run gives the CPU's results up to rounding, its checkpoints load and resume on
+either device, and asking for a GPU where there is none is a clear error. The CUDA tests are
+skipped on machines without a GPU."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from fastadapt.agent import Agent
+from fastadapt.config import EvalConfig, MAMLConfig, RL2Config
+from fastadapt.errors import ConfigError
+from fastadapt.evaluation import evaluate_learner
+from fastadapt.policies import MLPPolicy
+from fastadapt.runs import read_metrics
+from fastadapt.runtime import resolve_device
+from fastadapt.train import load_learner, make_learner, resume_run, train
+
+HAS_CUDA = torch.cuda.is_available()
+needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+needs_no_cuda = pytest.mark.skipif(HAS_CUDA, reason="this machine has a CUDA GPU")
+
+NAV = MAMLConfig(meta_batch_size=4, episodes_per_task=4, meta_iterations=3, checkpoint_every=1)
+LEARNERS = {
+    "maml-trpo nav": ("maml", NAV),
+    "maml-trpo nav, steps unit, inner Hessians subsampled": (
+        "maml",
+        dataclasses.replace(NAV, batch_unit="steps", hessian_subsample=2),
+    ),
+    "cavia cartpole (categorical)": (
+        "maml",
+        dataclasses.replace(NAV, env="CartPoleDynamics-v0", context_params=2, inner_lr=(1.0,)),
+    ),
+    "metasgd adam first-order": (
+        "metasgd",
+        dataclasses.replace(NAV, outer="adam", outer_lr=1e-2, first_order=True),
+    ),
+    "rl2 gru bandits": (
+        "rl2",
+        RL2Config(
+            env="Bandit-v0",
+            meta_batch_size=8,
+            episodes_per_task=4,
+            meta_iterations=3,
+            hidden_size=16,
+            minibatches=2,
+            checkpoint_every=1,
+        ),
+    ),
+}
+
+
+def on(device, cfg):
+    return dataclasses.replace(cfg, device=device)
+
+
+def params(learner):
+    return {k: v.detach().cpu() for k, v in learner.trainable().items()}
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"] if HAS_CUDA else ["cpu"])
+@pytest.mark.parametrize("discrete", [False, True])
+def test_actions_are_drawn_from_the_cpu_generator_on_any_device(device, discrete):
+    policy = MLPPolicy(2, 3, discrete, hidden=(4,))
+    p = policy.init_params(torch.Generator().manual_seed(0))
+    obs = torch.randn(50, 2, generator=torch.Generator().manual_seed(1))
+    d = policy.dist({k: v.to(device) for k, v in p.items()}, obs.to(device))
+    a = policy.sample(d, torch.Generator().manual_seed(5)).cpu()
+    d = policy.dist(p, obs)
+    gen = torch.Generator().manual_seed(5)
+    if discrete:
+        expected = torch.multinomial(torch.softmax(d.loc, -1), 1, generator=gen).squeeze(-1)
+        assert torch.equal(a, expected)
+    else:
+        expected = d.loc + torch.exp(d.log_std) * torch.randn((50, 3), generator=gen)
+        torch.testing.assert_close(a, expected)
+
+
+@needs_no_cuda
+@pytest.mark.parametrize("name", ["cuda", "cuda:1"])
+@pytest.mark.parametrize("algorithm", ["maml", "rl2"])
+def test_asking_for_a_gpu_where_there_is_none_is_a_clear_error(name, algorithm):
+    with pytest.raises(ConfigError, match="sees no CUDA GPU.*use --device cpu"):
+        resolve_device(name)
+    cfg = on(name, LEARNERS["rl2 gru bandits"][1] if algorithm == "rl2" else NAV)
+    with pytest.raises(ConfigError, match=f"device '{name}'"):
+        make_learner(algorithm, cfg)
+
+
+@needs_no_cuda
+def test_a_gpu_runs_model_loads_on_the_cpu_with_a_warning(tmp_path):
+    learner = make_learner("maml", NAV)
+    learner.config = on("cuda", NAV)  # what a GPU run records (it trains on the CPU here)
+    train(learner, tmp_path / "gpu", progress=False)
+    with pytest.warns(UserWarning, match="trained on 'cuda'.*loads on the CPU"):
+        loaded = load_learner(tmp_path / "gpu")
+    assert loaded.device == torch.device("cpu")
+    a, b = params(learner), params(loaded)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert Agent.load(tmp_path / "gpu", device="cpu").device == torch.device("cpu")
+
+
+@needs_cuda
+@pytest.mark.parametrize("name", list(LEARNERS))
+def test_training_on_the_gpu_gives_the_cpus_results(name):
+    algorithm, cfg = LEARNERS[name]
+    cpu, gpu = make_learner(algorithm, on("cpu", cfg)), make_learner(algorithm, on("cuda", cfg))
+    for _ in range(cfg.meta_iterations):
+        mc, mg = cpu.step(), gpu.step()
+        for key in ("return/pre_adapt", "return/post_adapt"):
+            assert mg[key] == pytest.approx(mc[key], rel=1e-3, abs=1e-3), key
+    a, b = params(cpu), params(gpu)
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-3, atol=1e-4, msg=k)
+
+
+@needs_cuda
+def test_a_gpu_run_resumes_exactly_and_loads_on_either_device(tmp_path):
+    cfg = on("cuda", NAV)
+    train(make_learner("maml", cfg), tmp_path / "full", progress=False)
+    train(make_learner("maml", cfg), tmp_path / "cut", progress=False, stop_after=1)
+    resume_run(tmp_path / "cut", progress=False)
+    a, b = params(load_learner(tmp_path / "full")), params(load_learner(tmp_path / "cut"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["return/post_adapt"] for r in read_metrics(tmp_path / "full")] == [
+        r["return/post_adapt"] for r in read_metrics(tmp_path / "cut")
+    ]
+    on_cpu = load_learner(tmp_path / "full", "cpu")
+    assert on_cpu.device == torch.device("cpu")
+    assert all(torch.equal(params(on_cpu)[k], a[k]) for k in a)
+
+
+@needs_cuda
+def test_evaluation_and_the_agent_on_the_gpu_match_the_cpu(tmp_path):
+    train(make_learner("maml", on("cuda", NAV)), tmp_path / "run", progress=False)
+    ev = EvalConfig(num_tasks=3, episodes_per_step=3, num_steps=2, baselines=("scratch",))
+    res = {
+        dev: evaluate_learner(load_learner(tmp_path / "run", dev), ev, progress=False)
+        for dev in ("cpu", "cuda")
+    }
+    for method, r in res["cpu"]["returns"].items():
+        np.testing.assert_allclose(res["cuda"]["returns"][method]["mean"], r["mean"], rtol=1e-3)
+    returns = {}
+    for dev in ("cpu", "cuda"):
+        agent = Agent.load(tmp_path / "run", device=dev)
+        returns[dev] = agent.adapt({"goal_x": 0.3, "goal_y": -0.2}, steps=2, episodes=4)
+        action = agent.act(np.zeros(2, dtype=np.float32))
+        assert isinstance(action, np.ndarray) and action.shape == (2,)
+    np.testing.assert_allclose(returns["cuda"], returns["cpu"], rtol=1e-3)
