@@ -9,8 +9,8 @@ per meta-batch (80); RL² (GRU) on Bandit-v0 with its defaults. For each setting
 device, the same seed, stepped in turn so the machine's drift hits both alike; the median over
 iterations 4 onwards. The action noise is drawn on the CPU on both devices, so the two learners see
 the same episodes up to rounding, and their parameters after the run should agree closely
-(``max_abs_param_diff``). Writes {"seconds_per_meta_iteration": {setting: {"cpu": s, "cuda": s}},
-"speedup": {setting: cpu / cuda}, "max_abs_param_diff": {setting: d}, "gpu": name}.
+(``max_abs_param_diff``). Writes {"seconds_per_meta_iteration": {setting: {"cpu": s, "device": s}},
+"speedup": {setting: cpu s / device s}, "max_abs_param_diff": {setting: d}, "device_name": name}.
 """
 
 from __future__ import annotations
@@ -47,38 +47,42 @@ def max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> floa
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--iterations", type=int, default=15)
-    p.add_argument("--device", default="cuda", help="the GPU to compare with the CPU")
+    p.add_argument(
+        "--device", default="cuda", help="the device to compare with the CPU (cpu: a smoke test)"
+    )
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     configure_cpu()
-    devices = ("cpu", args.device)
+    devices = {"cpu": "cpu", "device": args.device}
     learners = {
-        (name, dev): make_learner(alg, cls(seed=args.seed, device=dev, **kw))
+        (name, label): make_learner(alg, cls(seed=args.seed, device=dev, **kw))
         for name, (alg, cls, kw) in SETTINGS.items()
-        for dev in devices
+        for label, dev in devices.items()
     }
     sec = medians_in_turn(
         {key: lambda lr=lr: lr.step()["time/iteration_s"] for key, lr in learners.items()},
         args.iterations,
         skip=3,
     )
-    table = {name: {dev: sec[(name, dev)] for dev in devices} for name in SETTINGS}
-    speedup = {name: t["cpu"] / t[args.device] for name, t in table.items()}
+    table = {name: {label: sec[(name, label)] for label in devices} for name in SETTINGS}
+    speedup = {name: t["cpu"] / t["device"] for name, t in table.items()}
     diff = {
         name: max_abs_diff(
-            learners[(name, "cpu")].trainable(), learners[(name, args.device)].trainable()
+            learners[(name, "cpu")].trainable(), learners[(name, "device")].trainable()
         )
         for name in SETTINGS
     }
     print_table(
         ["setting", "cpu s/it", f"{args.device} s/it", "speedup", "max |param diff|"],
-        [[n, table[n]["cpu"], table[n][args.device], speedup[n], f"{diff[n]:.1e}"] for n in table],
+        [[n, t["cpu"], t["device"], speedup[n], f"{diff[n]:.1e}"] for n, t in table.items()],
     )
+    dev = torch.device(args.device)
     write_json(
         args.out,
         {
             "iterations": args.iterations,
-            "gpu": torch.cuda.get_device_name(torch.device(args.device)),
+            "device": args.device,
+            "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
             "seconds_per_meta_iteration": table,
             "speedup": speedup,
             "max_abs_param_diff": diff,

@@ -1,7 +1,7 @@
 """Benchmark scripts end to end on tiny settings: the RL² scripts' JSON shape, ``--reuse`` and the
 Transformer sampling comparison; the CartPole script with each gradient-based meta-learner; the
 navigation script's training options and JSON shape; the navigation speed comparison and the learner
-comparison's JSON; the Fisher-product timing."""
+comparison's JSON; the Fisher-product timing; the CPU-against-GPU comparison (on the CPU twice)."""
 
 import json
 import runpy
@@ -235,6 +235,19 @@ def test_settings_speed_script_times_each_setting(tmp_path, monkeypatch):
     assert set(sec) == set(ratio) and len(sec) == 4
     assert all(s > 0 for s in sec.values())
     assert ratio["episodes, Fisher every 20th (default)"] == 1.0
+
+
+def test_device_speed_script_on_the_cpu_twice_gives_equal_learners(tmp_path, monkeypatch):
+    out = tmp_path / "device.json"
+    argv = ["--device", "cpu", "--iterations", "1", "--out", str(out)]
+    run_script(monkeypatch, "device_speed.py", *argv)
+    result = json.loads(out.read_text())
+    sec = result["seconds_per_meta_iteration"]
+    assert len(sec) == 4 and set(result["speedup"]) == set(sec)
+    assert all(t["cpu"] > 0 and t["device"] > 0 for t in sec.values())
+    # the same seed on the same device: the same parameters
+    assert set(result["max_abs_param_diff"].values()) == {0.0}
+    assert result["device_name"] == "cpu"
 
 
 def test_compare_learners_records_the_init(tmp_path, monkeypatch):
