@@ -6,12 +6,15 @@ The library's default (episodes, the Fisher on every 20th episode/sample), the r
 batch unit (``batch_unit="steps"``), the steps unit with the Fisher on every 5th step
 (``fisher_subsample=5``), and with the Fisher's inner Hessians alone on every 5th step
 (``hessian_subsample=5``, the KL on every 20th). One learner per setting, stepped in turn, so the
-machine's drift hits all alike; the median over iterations 6 onwards. Writes {"seconds_per_meta_iteration": {setting: s},
-"ratio_to_default": {setting: r}}.
+machine's drift hits all alike; the median over iterations 6 onwards, of the whole iteration and of
+its parts (sampling, the outer step, within it conjugate gradient's Fisher products and the line
+search). Writes {"seconds_per_meta_iteration": {setting: s}, "ratio_to_default": {setting: r},
+"parts_s": {setting: {part: s}}}.
 """
 
 from __future__ import annotations
 
+import statistics
 import sys
 from pathlib import Path
 
@@ -28,6 +31,7 @@ SETTINGS = {
     "steps, Fisher every 5th": {"batch_unit": "steps", "fisher_subsample": 5},
     "steps, inner Hessians every 5th": {"batch_unit": "steps", "hessian_subsample": 5},
 }
+PARTS = ("sampling_s", "outer_s", "cg_s", "line_search_s")
 
 
 def main() -> None:
@@ -40,23 +44,34 @@ def main() -> None:
         name: make_learner("maml", MAMLConfig(seed=args.seed, **kw))
         for name, kw in SETTINGS.items()
     }
+    logs: dict[str, list[dict[str, float]]] = {name: [] for name in learners}
+
+    def step(name: str) -> float:
+        logs[name].append(learners[name].step())
+        return logs[name][-1]["time/iteration_s"]
+
     sec = medians_in_turn(
-        {
-            name: lambda lr=learner: lr.step()["time/iteration_s"]
-            for name, learner in learners.items()
-        },
-        args.iterations,
-        skip=5,
+        {name: lambda n=name: step(n) for name in learners}, args.iterations, skip=5
     )
     default = sec[next(iter(SETTINGS))]
     ratio = {name: s / default for name, s in sec.items()}
-    print_table(["setting", "s / meta-iteration", "ratio"], [[n, sec[n], ratio[n]] for n in sec])
+    parts = {
+        name: {
+            part: statistics.median(m[f"time/{part}"] for m in (log[5:] or log)) for part in PARTS
+        }
+        for name, log in logs.items()
+    }
+    print_table(
+        ["setting", "s / meta-iteration", "ratio", *PARTS],
+        [[n, sec[n], ratio[n], *parts[n].values()] for n in sec],
+    )
     write_json(
         args.out,
         {
             "iterations": args.iterations,
             "seconds_per_meta_iteration": sec,
             "ratio_to_default": ratio,
+            "parts_s": parts,
         },
     )
 

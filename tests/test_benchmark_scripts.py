@@ -235,6 +235,9 @@ def test_settings_speed_script_times_each_setting(tmp_path, monkeypatch):
     assert set(sec) == set(ratio) and len(sec) == 4
     assert all(s > 0 for s in sec.values())
     assert ratio["episodes, Fisher every 20th (default)"] == 1.0
+    parts = result["parts_s"]
+    assert set(parts) == set(sec)
+    assert all(0 < p["cg_s"] + p["line_search_s"] < p["outer_s"] for p in parts.values())
 
 
 def test_device_speed_script_on_the_cpu_twice_gives_equal_learners(tmp_path, monkeypatch):

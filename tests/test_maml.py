@@ -69,6 +69,15 @@ def test_adam_outer_and_first_order_run_and_change_parameters():
         assert any(not torch.equal(before[k], after[k]) for k in before)
 
 
+def test_metrics_say_where_the_time_goes():
+    m = MAML(SMALL).step()
+    assert m["time/cg_s"] > 0 and m["time/line_search_s"] > 0
+    assert m["time/cg_s"] + m["time/line_search_s"] < m["time/outer_s"]
+    assert m["time/sampling_s"] + m["time/outer_s"] < m["time/iteration_s"]
+    adam = MAML(dataclasses.replace(SMALL, outer="adam", outer_lr=1e-2)).step()
+    assert 0 < adam["time/outer_s"] < adam["time/iteration_s"] and "time/cg_s" not in adam
+
+
 def test_meta_sgd_learns_learning_rates():
     learner = make_learner("metasgd", SMALL)
     assert learner.name == "metasgd" and learner.inner_lrs

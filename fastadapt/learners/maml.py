@@ -104,7 +104,9 @@ class MAML(Checkpointable):
             cfg.normalize_advantages,
             pack=cfg.batch_unit == "steps",
         )
+        t_outer = time.perf_counter()
         info = self._outer_step(trace.batches, trace.grads, trace.params, valid)
+        t_outer = time.perf_counter() - t_outer
         check_finite(self.trainable(), it)
         steps = sum(ep.num_steps for ep in trace.episodes)
         self.env_steps += steps
@@ -118,6 +120,7 @@ class MAML(Checkpointable):
             **info,
             "time/iteration_s": dt,
             "time/sampling_s": t_sample,
+            "time/outer_s": t_outer,
             "time/env_steps_per_s": steps / t_sample,
         }
         if self.inner_lrs:
@@ -242,6 +245,8 @@ class MAML(Checkpointable):
             "outer/loss": info.surrogate_after,
             "outer/step_fraction": info.step_fraction,
             "outer/accepted": float(info.accepted),
+            "time/cg_s": info.cg_s,
+            "time/line_search_s": info.line_search_s,
         }
 
 

@@ -10,6 +10,7 @@ than the one the line search checks (``kl``); the constraint is always enforced 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -92,6 +93,10 @@ class TRPOInfo:
     surrogate_after: float
     expected_improvement: float
     backtracks: int
+    cg_s: float = 0.0
+    """Seconds in conjugate gradient (the Fisher's products)."""
+    line_search_s: float = 0.0
+    """Seconds in the line search (the exact KL and surrogate at each candidate)."""
 
     @property
     def surrogate_gain(self) -> float:
@@ -121,12 +126,14 @@ def trpo_step(
         [torch.zeros_like(p) if x is None else x for x, p in zip(grads, params, strict=True)]
     )
     loss_before = float(loss.detach())
+    t0 = time.perf_counter()
     step_dir, residual = conjugate_gradient_with_residual(
         lambda v: fvp(v) + cg_damping * v, -g, cg_iters
     )
     shs = 0.5 * float(step_dir @ (-g - residual))  # = 0.5 x^T F x without another product
+    t1 = time.perf_counter()
     if not math.isfinite(shs) or shs <= 0:
-        return TRPOInfo(False, 0.0, 0.0, loss_before, loss_before, 0.0, 0)
+        return TRPOInfo(False, 0.0, 0.0, loss_before, loss_before, 0.0, 0, t1 - t0)
     full_step = step_dir * math.sqrt(max_kl / shs)
     expected = float(-g @ full_step)
     old = [p.detach().clone() for p in params]
@@ -138,8 +145,14 @@ def trpo_step(
             new_loss_t, kl_t = loss_kl_fn()
             new_loss, kl = float(new_loss_t), float(kl_t)
             if math.isfinite(new_loss) and kl <= max_kl and new_loss < loss_before:
-                return TRPOInfo(True, frac, kl, loss_before, new_loss, expected * frac, k)
+                t2 = time.perf_counter()
+                return TRPOInfo(
+                    True, frac, kl, loss_before, new_loss, expected * frac, k, t1 - t0, t2 - t1
+                )
             frac *= backtrack_ratio
         for p, p0 in zip(params, old, strict=True):
             p.copy_(p0)
-    return TRPOInfo(False, 0.0, 0.0, loss_before, loss_before, expected, max_backtracks)
+    t2 = time.perf_counter()
+    return TRPOInfo(
+        False, 0.0, 0.0, loss_before, loss_before, expected, max_backtracks, t1 - t0, t2 - t1
+    )
