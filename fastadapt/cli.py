@@ -57,14 +57,16 @@ def cmd_train(argv: list[str]) -> None:
     from fastadapt.train import LEARNERS, algorithm_names, make_learner, resume_run, train
 
     if argv and argv[0] == "--resume":
-        if len(argv) != 2:
-            raise ConfigError("usage: fastadapt train --resume RUN_DIR")
-        print(f"resumed and finished: {resume_run(argv[1])}")
+        rest = list(argv[1:])
+        device = _pop_option(rest, "--device") or ""
+        if len(rest) != 1:
+            raise ConfigError("usage: fastadapt train --resume RUN_DIR [--device cpu|cuda[:N]]")
+        print(f"resumed and finished: {resume_run(rest[0], device=device)}")
         return
     if not argv or argv[0] in ("-h", "--help"):
         print(
             "usage: fastadapt train {" + ",".join(algorithm_names()) + "} [OPTIONS]\n"
-            "       fastadapt train --resume RUN_DIR"
+            "       fastadapt train --resume RUN_DIR [--device cpu|cuda[:N]]"
         )
         return
     algorithm, rest = argv[0], list(argv[1:])

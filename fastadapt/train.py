@@ -231,21 +231,29 @@ def init_from_run(learner: Any, path: Path | str) -> None:
             setattr(learner, key, meta[key])
 
 
-def learner_from_run(run_dir: Path | str) -> Any:
-    """Rebuild the learner a run directory was started with (from its ``config.yaml``)."""
+def learner_from_run(run_dir: Path | str, device: str = "") -> Any:
+    """Rebuild the learner a run directory was started with (from its ``config.yaml``), on
+    ``device`` if given."""
     data = read_config(Path(run_dir))
     algorithm = data.get("algorithm")
     if algorithm not in LEARNERS:
         raise RunDirError(f"{run_dir}/config.yaml names unknown algorithm {algorithm!r}")
     cfg = config_from_dict(LEARNERS[algorithm][0], data.get("config", {}))
+    if device:
+        cfg = dataclasses.replace(cfg, device=device)
     return make_learner(algorithm, cfg)
 
 
 def resume_run(
-    run_dir: Path | str, progress: bool = True, stop_after: int | None = None, track: bool = False
+    run_dir: Path | str,
+    progress: bool = True,
+    stop_after: int | None = None,
+    track: bool = False,
+    device: str = "",
 ) -> Path:
-    """Continue a run from its newest loadable checkpoint."""
-    learner = learner_from_run(run_dir)
+    """Continue a run from its newest loadable checkpoint, on ``device`` if given (by default the
+    run's own; on another, the continuation equals the uninterrupted run only up to rounding)."""
+    learner = learner_from_run(run_dir, device)
     return train(
         learner, run_dir, resume=True, progress=progress, stop_after=stop_after, track=track
     )

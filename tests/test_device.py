@@ -101,6 +101,24 @@ def test_a_gpu_runs_model_loads_on_the_cpu_with_a_warning(tmp_path):
     assert Agent.load(tmp_path / "gpu", device="cpu").device == torch.device("cpu")
 
 
+@needs_no_cuda
+def test_a_gpu_run_resumes_on_the_cpu_when_told(tmp_path, capsys):
+    from fastadapt.cli import main
+
+    learner = make_learner("maml", NAV)
+    learner.config = on("cuda", NAV)
+    train(learner, tmp_path / "gpu", progress=False, stop_after=1)
+    with pytest.raises(ConfigError, match="sees no CUDA GPU.*use --device cpu"):
+        resume_run(tmp_path / "gpu", progress=False)
+    assert main(["train", "--resume", str(tmp_path / "gpu"), "--device", "cpu"]) == 0
+    assert "resumed and finished" in capsys.readouterr().out
+    train(make_learner("maml", NAV), tmp_path / "cpu", progress=False)
+    finished = load_learner(tmp_path / "gpu")  # its final model records where it finished
+    assert finished.config.device == "cpu"
+    a, b = params(finished), params(load_learner(tmp_path / "cpu"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 @needs_cuda
 @pytest.mark.parametrize("name", list(LEARNERS))
 def test_training_on_the_gpu_gives_the_cpus_results(name):
