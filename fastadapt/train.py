@@ -18,7 +18,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
 from tqdm.auto import tqdm
 
 from fastadapt.config import (
@@ -48,7 +47,7 @@ from fastadapt.runs import (
     save_checkpoint,
     write_config,
 )
-from fastadapt.runtime import configure_cpu
+from fastadapt.runtime import configure_cpu, resolve_device
 from fastadapt.sequence_policies import SequencePolicy, describe
 
 #: algorithm name -> (config class, learner class, forced config values)
@@ -275,19 +274,21 @@ def read_model(path: Path | str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def load_learner(path: Path | str, device: str = "") -> Any:
     """A learner restored from a run directory's final model, or from a checkpoint file, on
-    ``device`` (empty: the one it trained on, or the CPU, with a warning, where that was a GPU
+    ``device`` (empty: the one it trained on, or the CPU, with a warning, where that is a GPU
     this machine lacks)."""
     tensors, meta = read_model(path)
     algorithm = meta.get("algorithm")
     if algorithm not in LEARNERS:
         raise CheckpointError(f"checkpoint names unknown algorithm {algorithm!r}")
     cfg = config_from_dict(LEARNERS[algorithm][0], meta["config"])
-    if not device and cfg.device != "cpu" and not torch.cuda.is_available():
-        warnings.warn(
-            f"{path} trained on {cfg.device!r}; this torch sees no CUDA GPU, so it loads on the CPU",
-            stacklevel=2,
-        )
-        device = "cpu"
+    if not device:
+        try:
+            resolve_device(cfg.device)
+        except ConfigError as e:
+            warnings.warn(
+                f"{path} trained on {cfg.device!r} ({e}); it loads on the CPU", stacklevel=2
+            )
+            device = "cpu"
     if device:
         cfg = dataclasses.replace(cfg, device=device)
     learner = make_learner(algorithm, cfg)
