@@ -66,18 +66,29 @@ def conjugate_gradient_with_residual(
     return x, r
 
 
+def flat_grad(
+    y: torch.Tensor,
+    params: Sequence[torch.Tensor],
+    create_graph: bool = False,
+    retain_graph: bool | None = None,
+) -> torch.Tensor:
+    """``d y / d params`` as one flat vector, zeros for the parameters ``y`` does not depend on."""
+    grads = torch.autograd.grad(
+        y, params, retain_graph=retain_graph, create_graph=create_graph, allow_unused=True
+    )
+    return flatten(
+        [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params, strict=True)]
+    )
+
+
 def hessian_vector_product(
     f: Callable[[], torch.Tensor], params: Sequence[torch.Tensor], damping: float = 0.0
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """``v -> (d^2 f / d params^2) v + damping * v`` by double backward (one graph, reused)."""
-    grads = torch.autograd.grad(f(), params, create_graph=True, allow_unused=True)
-    grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params, strict=True)]
-    flat_grad = flatten(grads)
+    grad = flat_grad(f(), params, create_graph=True)
 
     def hvp(v: torch.Tensor) -> torch.Tensor:
-        hv = torch.autograd.grad(flat_grad @ v, params, retain_graph=True, allow_unused=True)
-        hv = [torch.zeros_like(p) if h is None else h for h, p in zip(hv, params, strict=True)]
-        return flatten(hv).detach() + damping * v
+        return flat_grad(grad @ v, params, retain_graph=True).detach() + damping * v
 
     return hvp
 
@@ -121,10 +132,7 @@ def trpo_step(
     vector ``v`` to ``F v``, the Fisher's product (for instance :func:`hessian_vector_product` of a
     KL); ``cg_damping * v`` is added to it."""
     loss = loss_fn()
-    grads = torch.autograd.grad(loss, params, allow_unused=True)
-    g = flatten(
-        [torch.zeros_like(p) if x is None else x for x, p in zip(grads, params, strict=True)]
-    )
+    g = flat_grad(loss, params)
     loss_before = float(loss.detach())
     t0 = time.perf_counter()
     step_dir, residual = conjugate_gradient_with_residual(
