@@ -7,10 +7,13 @@ Settings: MAML-TRPO on Navigation2D-v0 with the library's defaults, with the nav
 (the steps unit, inner Hessians on every 5th step), and with the defaults at four times the tasks
 per meta-batch (80); RL² (GRU) on Bandit-v0 with its defaults. For each setting one learner per
 device, the same seed, stepped in turn so the machine's drift hits both alike; the median over
-iterations 4 onwards. The action noise is drawn on the CPU on both devices, so the two learners see
-the same episodes up to rounding, and their parameters after the run should agree closely
-(``max_abs_param_diff``). Writes {"seconds_per_meta_iteration": {setting: {"cpu": s, "device": s}},
-"speedup": {setting: cpu s / device s}, "max_abs_param_diff": {setting: d}, "device_name": name}.
+iterations 4 onwards. The action noise is drawn on the CPU on both devices, so from the same
+parameters the two learners see the same episodes up to rounding: after each iteration the device
+learner takes the CPU learner's parameters (MAML-TRPO's outer step turns rounding differences into
+parameter differences of ~1e-3, so whole runs drift apart; tests/test_device.py says why), and
+``max_abs_return_diff`` is the largest difference of an iteration's pre- or post-adaptation return
+between the two. Writes {"seconds_per_meta_iteration": {setting: {"cpu": s, "device": s}},
+"speedup": {setting: cpu s / device s}, "max_abs_return_diff": {setting: d}, "device_name": name}.
 """
 
 from __future__ import annotations
@@ -39,11 +42,6 @@ SETTINGS = {
 }
 
 
-def max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
-    """The largest absolute difference between two learners' parameters, compared on the CPU."""
-    return max(float((a[k].detach().cpu() - b[k].detach().cpu()).abs().max()) for k in a)
-
-
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--iterations", type=int, default=15)
@@ -59,21 +57,32 @@ def main() -> None:
         for name, (alg, cls, kw) in SETTINGS.items()
         for label, dev in devices.items()
     }
-    sec = medians_in_turn(
-        {key: lambda lr=lr: lr.step()["time/iteration_s"] for key, lr in learners.items()},
-        args.iterations,
-        skip=3,
-    )
+    last: dict[str, dict[str, float]] = {}  # each setting's CPU learner's latest metrics
+    diff = dict.fromkeys(SETTINGS, 0.0)
+
+    def cpu_step(name: str) -> float:
+        last[name] = learners[(name, "cpu")].step()
+        return last[name]["time/iteration_s"]
+
+    def device_step(name: str) -> float:
+        cpu, dev = learners[(name, "cpu")], learners[(name, "device")]
+        m = dev.step()
+        for key in ("return/pre_adapt", "return/post_adapt"):
+            diff[name] = max(diff[name], abs(m[key] - last[name][key]))
+        with torch.no_grad():
+            for k, v in dev.trainable().items():
+                v.copy_(cpu.trainable()[k])
+        return m["time/iteration_s"]
+
+    steps = {}
+    for name in SETTINGS:  # the CPU learner first: the device step compares with its metrics
+        steps[(name, "cpu")] = lambda n=name: cpu_step(n)
+        steps[(name, "device")] = lambda n=name: device_step(n)
+    sec = medians_in_turn(steps, args.iterations, skip=3)
     table = {name: {label: sec[(name, label)] for label in devices} for name in SETTINGS}
     speedup = {name: t["cpu"] / t["device"] for name, t in table.items()}
-    diff = {
-        name: max_abs_diff(
-            learners[(name, "cpu")].trainable(), learners[(name, "device")].trainable()
-        )
-        for name in SETTINGS
-    }
     print_table(
-        ["setting", "cpu s/it", f"{args.device} s/it", "speedup", "max |param diff|"],
+        ["setting", "cpu s/it", f"{args.device} s/it", "speedup", "max |return diff|"],
         [[n, t["cpu"], t["device"], speedup[n], f"{diff[n]:.1e}"] for n, t in table.items()],
     )
     dev = torch.device(args.device)
@@ -85,7 +94,7 @@ def main() -> None:
             "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
             "seconds_per_meta_iteration": table,
             "speedup": speedup,
-            "max_abs_param_diff": diff,
+            "max_abs_return_diff": diff,
         },
     )
 

@@ -12,6 +12,8 @@ from fastadapt.agent import Agent
 from fastadapt.config import EvalConfig, MAMLConfig, RL2Config
 from fastadapt.errors import ConfigError
 from fastadapt.evaluation import evaluate_learner
+from fastadapt.learners import maml
+from fastadapt.optim.trpo import flat_grad
 from fastadapt.policies import MLPPolicy
 from fastadapt.runs import read_metrics
 from fastadapt.runtime import resolve_device
@@ -119,20 +121,69 @@ def test_a_gpu_run_resumes_on_the_cpu_when_told(tmp_path, capsys):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def step_in_lockstep(ref, other, monkeypatch, other_step=None):
+    """Meta-iterate two learners side by side from the same parameters: each iteration, compare
+    their returns and then either their new parameters or, for a TRPO outer step, its inputs (the
+    meta-gradient ``g`` and the Fisher's product ``F g``); then set ``other``'s parameters to
+    ``ref``'s. TRPO's parameters are not comparable: its conjugate-gradient solve (damping 1e-5, as
+    the MAML paper's) turns rounding-level differences in ``F v`` into parameter differences of
+    ~1e-3 in one iteration, so two devices (or one CPU thread against two) cannot agree on them."""
+    inputs = []  # (g, F g) of each TRPO step: ref's, then other's
+    real = maml.trpo_step
+
+    def recording_trpo_step(params, loss_fn, loss_kl_fn, fvp, *args):
+        g = flat_grad(loss_fn(), params)
+        inputs.append((g.cpu(), fvp(g).cpu()))
+        return real(params, loss_fn, loss_kl_fn, fvp, *args)
+
+    monkeypatch.setattr(maml, "trpo_step", recording_trpo_step)
+    # cuDNN's recurrent kernels may use TF32 (torch.backends.cudnn.allow_tf32, on by default)
+    rl2 = isinstance(ref.config, RL2Config)
+    tol = {"rtol": 1e-2, "atol": 1e-3} if rl2 else {"rtol": 1e-3, "atol": 1e-4}
+    for _ in range(ref.config.meta_iterations):
+        inputs.clear()
+        mr, mo = ref.step(), (other_step or other.step)()
+        for key in ("return/pre_adapt", "return/post_adapt"):
+            assert mo[key] == pytest.approx(mr[key], rel=1e-3, abs=1e-3), key
+        if inputs:
+            for r, o in zip(*inputs, strict=True):
+                torch.testing.assert_close(o, r, rtol=1e-3, atol=1e-4 * float(r.abs().max()))
+        else:
+            a, b = params(ref), params(other)
+            for k in a:
+                torch.testing.assert_close(b[k], a[k], **tol, msg=k)
+        with torch.no_grad():
+            for k, v in other.trainable().items():
+                v.copy_(ref.trainable()[k])
+
+
+@pytest.mark.parametrize("name", list(LEARNERS))
+def test_each_iteration_agrees_under_other_rounding(name, monkeypatch):
+    """One CPU thread against two (other reduction orders): the GPU test's check on any machine."""
+    algorithm, cfg = LEARNERS[name]
+    two, one = make_learner(algorithm, cfg), make_learner(algorithm, cfg)
+    before = torch.get_num_threads()
+
+    def one_thread_step():
+        torch.set_num_threads(1)
+        try:
+            return one.step()
+        finally:
+            torch.set_num_threads(2)
+
+    torch.set_num_threads(2)
+    try:
+        step_in_lockstep(two, one, monkeypatch, one_thread_step)
+    finally:
+        torch.set_num_threads(before)
+
+
 @needs_cuda
 @pytest.mark.parametrize("name", list(LEARNERS))
-def test_training_on_the_gpu_gives_the_cpus_results(name):
+def test_training_on_the_gpu_gives_the_cpus_results(name, monkeypatch):
     algorithm, cfg = LEARNERS[name]
     cpu, gpu = make_learner(algorithm, on("cpu", cfg)), make_learner(algorithm, on("cuda", cfg))
-    for _ in range(cfg.meta_iterations):
-        mc, mg = cpu.step(), gpu.step()
-        for key in ("return/pre_adapt", "return/post_adapt"):
-            assert mg[key] == pytest.approx(mc[key], rel=1e-3, abs=1e-3), key
-    a, b = params(cpu), params(gpu)
-    # cuDNN's recurrent kernels may use TF32 (torch.backends.cudnn.allow_tf32, on by default)
-    tol = {"rtol": 1e-2, "atol": 1e-3} if algorithm == "rl2" else {"rtol": 1e-3, "atol": 1e-4}
-    for k in a:
-        torch.testing.assert_close(b[k], a[k], **tol, msg=k)
+    step_in_lockstep(cpu, gpu, monkeypatch)
 
 
 @needs_cuda
