@@ -1,11 +1,11 @@
-"""Seconds per meta-iteration of MAML-TRPO on Navigation2D-v0 in four settings, side by side.
+"""Seconds per meta-iteration of MAML-TRPO on Navigation2D-v0 in five settings, side by side.
 
     python benchmarks/navigation_settings_speed.py --out F.json [--iterations 40]
 
 The library's default (episodes, the Fisher on every 20th episode/sample), the reference code's
 batch unit (``batch_unit="steps"``), the steps unit with the Fisher on every 5th step
 (``fisher_subsample=5``), and with the Fisher's inner Hessians alone on every 5th step
-(``hessian_subsample=5``, the KL on every 20th). One learner per setting, stepped in turn, so the
+(``hessian_subsample=5``, the KL on every 20th), and on every 10th. One learner per setting, stepped in turn, so the
 machine's drift hits all alike; the median over iterations 6 onwards, of the whole iteration and of
 its parts (sampling, the outer step, within it conjugate gradient's Fisher products and the line
 search). Writes {"seconds_per_meta_iteration": {setting: s}, "ratio_to_default": {setting: r},
@@ -30,6 +30,7 @@ SETTINGS = {
     "steps, Fisher every 20th": {"batch_unit": "steps"},
     "steps, Fisher every 5th": {"batch_unit": "steps", "fisher_subsample": 5},
     "steps, inner Hessians every 5th": {"batch_unit": "steps", "hessian_subsample": 5},
+    "steps, inner Hessians every 10th": {"batch_unit": "steps", "hessian_subsample": 10},
 }
 PARTS = ("sampling_s", "outer_s", "cg_s", "line_search_s")
 

@@ -232,7 +232,7 @@ def test_settings_speed_script_times_each_setting(tmp_path, monkeypatch):
     run_script(monkeypatch, "navigation_settings_speed.py", "--iterations", "1", "--out", str(out))
     result = json.loads(out.read_text())
     sec, ratio = result["seconds_per_meta_iteration"], result["ratio_to_default"]
-    assert set(sec) == set(ratio) and len(sec) == 4
+    assert set(sec) == set(ratio) and len(sec) == 5
     assert all(s > 0 for s in sec.values())
     assert ratio["episodes, Fisher every 20th (default)"] == 1.0
     parts = result["parts_s"]
