@@ -5,11 +5,11 @@
 The library's default (episodes, the Fisher on every 20th episode/sample), the reference code's
 batch unit (``batch_unit="steps"``), the steps unit with the Fisher on every 5th step
 (``fisher_subsample=5``), and with the Fisher's inner Hessians alone on every 5th step
-(``hessian_subsample=5``, the KL on every 20th), and on every 10th. One learner per setting, stepped in turn, so the
-machine's drift hits all alike; the median over iterations 6 onwards, of the whole iteration and of
-its parts (sampling, the outer step, within it conjugate gradient's Fisher products and the line
-search). Writes {"seconds_per_meta_iteration": {setting: s}, "ratio_to_default": {setting: r},
-"parts_s": {setting: {part: s}}}.
+(``hessian_subsample=5``, the KL on every 20th) and on every 10th. One learner per setting,
+stepped in turn, so the machine's drift hits all alike; the median over iterations 6 onwards, of
+the whole iteration and of its parts (sampling, the outer step, within it conjugate gradient's
+Fisher products and the line search). Writes {"seconds_per_meta_iteration": {setting: s},
+"ratio_to_default": {setting: r}, "parts_s": {setting: {part: s}}}.
 """
 
 from __future__ import annotations
