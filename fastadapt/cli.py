@@ -53,6 +53,17 @@ def _pop_option(argv: list[str], name: str) -> str | None:
     return None
 
 
+def _learner_options_in(argv: list[str], cfg_cls: type) -> list[str]:
+    """The flags of ``cfg_cls``'s fields that ``argv`` names (``--x``, ``--x=v``, ``--no-x``)."""
+    given = []
+    for f in dataclasses.fields(cfg_cls):
+        flag = "--" + f.name.replace("_", "-")
+        negated = "--no-" + flag[2:]
+        if any(a in (flag, negated) or a.startswith(flag + "=") for a in argv):
+            given.append(flag)
+    return given
+
+
 def cmd_train(argv: list[str]) -> None:
     from fastadapt.train import LEARNERS, algorithm_names, make_learner, resume_run, train
 
@@ -74,6 +85,7 @@ def cmd_train(argv: list[str]) -> None:
         raise ConfigError(f"unknown algorithm {algorithm!r}; known: {', '.join(algorithm_names())}")
     cfg_cls = LEARNERS[algorithm][0]
     config_file = _pop_option(rest, "--config-file")
+    given = _learner_options_in(rest, cfg_cls)
     default = _load_config_file(cfg_cls, Path(config_file)) if config_file else cfg_cls()
 
     def run(
@@ -89,13 +101,23 @@ def cmd_train(argv: list[str]) -> None:
         Args:
             config: learner options.
             run_dir: the run directory (config, metrics, TensorBoard, checkpoints, model).
-            resume: continue the run in run_dir from its newest checkpoint.
+            resume: continue the run in run_dir from its newest checkpoint, with its own config
+                (learner options are refused, except --device).
             overwrite: replace a run that run_dir already holds.
             progress: show a progress bar.
             track: also log to Weights & Biases (needs `pip install wandb`; off by default).
         """
         if resume:
-            print(f"resumed and finished: {resume_run(run_dir, progress=progress, track=track)}")
+            refused = [f for f in given if f != "--device"] + (
+                ["--config-file"] if config_file else []
+            )
+            if refused:
+                raise ConfigError(
+                    "--resume continues the run with its saved config; drop " + ", ".join(refused)
+                )
+            device = config.device if "--device" in given else ""
+            path = resume_run(run_dir, progress=progress, track=track, device=device)
+            print(f"resumed and finished: {path}")
             return
         learner = make_learner(algorithm, config)
         path = train(learner, run_dir, overwrite=overwrite, progress=progress, track=track)

@@ -136,6 +136,11 @@ def test_cli_errors_are_clear(trained, capsys):
     assert main(["adapt", str(trained), "--task", '{"goal_x": 0.2}']) == 2
     assert "missing field" in capsys.readouterr().err
     assert main(["frobnicate"]) == 2
+    # --resume takes the run's saved config: a learner option would be ignored, so it is refused
+    resume = ["train", "maml", "--run-dir", str(trained), "--resume"]
+    assert main([*resume, "--meta-iterations", "9", "--no-normalize-advantages"]) == 2
+    err = capsys.readouterr().err
+    assert "saved config; drop --meta-iterations, --normalize-advantages" in err
 
 
 def test_config_file_with_unknown_keys_is_refused(tmp_path, capsys):

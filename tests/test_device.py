@@ -114,6 +114,15 @@ def test_a_gpu_run_resumes_on_the_cpu_when_told(tmp_path, capsys):
         resume_run(tmp_path / "gpu", progress=False)
     assert main(["train", "--resume", str(tmp_path / "gpu"), "--device", "cpu"]) == 0
     assert "resumed and finished" in capsys.readouterr().out
+    # the other form takes the device too
+    learner = make_learner("maml", NAV)
+    learner.config = on("cuda", NAV)
+    train(learner, tmp_path / "gpu2", progress=False, stop_after=1)
+    resume = ["train", "maml", "--run-dir", str(tmp_path / "gpu2"), "--resume", "--no-progress"]
+    assert main(resume) == 2
+    assert "sees no CUDA GPU" in capsys.readouterr().err
+    assert main([*resume, "--device=cpu"]) == 0
+    assert load_learner(tmp_path / "gpu2").config.device == "cpu"
     train(make_learner("maml", NAV), tmp_path / "cpu", progress=False)
     finished = load_learner(tmp_path / "gpu")  # its final model records where it finished
     assert finished.config.device == "cpu"
