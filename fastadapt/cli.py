@@ -54,14 +54,16 @@ def _pop_option(argv: list[str], name: str) -> str | None:
 
 
 def _learner_options_in(argv: list[str], cfg_cls: type) -> list[str]:
-    """The flags of ``cfg_cls``'s fields that ``argv`` names (``--x``, ``--x=v``, ``--no-x``)."""
-    given = []
-    for f in dataclasses.fields(cfg_cls):
-        flag = "--" + f.name.replace("_", "-")
-        negated = "--no-" + flag[2:]
-        if any(a in (flag, negated) or a.startswith(flag + "=") for a in argv):
-            given.append(flag)
-    return given
+    """The flags of ``cfg_cls``'s fields that ``argv`` names (``--x``, ``--x=v``, ``--no-x``,
+    with ``-`` or ``_`` between words, as the parser takes them)."""
+    named = set()
+    for a in argv:
+        if a.startswith("--"):
+            name = a[2:].split("=", 1)[0].replace("_", "-")
+            named.add(name.removeprefix("no-"))
+            named.add(name)
+    flags = ("--" + f.name.replace("_", "-") for f in dataclasses.fields(cfg_cls))
+    return [flag for flag in flags if flag[2:] in named]
 
 
 def cmd_train(argv: list[str]) -> None:

@@ -138,7 +138,7 @@ def test_cli_errors_are_clear(trained, capsys):
     assert main(["frobnicate"]) == 2
     # --resume takes the run's saved config: a learner option would be ignored, so it is refused
     resume = ["train", "maml", "--run-dir", str(trained), "--resume"]
-    assert main([*resume, "--meta-iterations", "9", "--no-normalize-advantages"]) == 2
+    assert main([*resume, "--meta_iterations=9", "--no-normalize-advantages"]) == 2
     err = capsys.readouterr().err
     assert "saved config; drop --meta-iterations, --normalize-advantages" in err
 
