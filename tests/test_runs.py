@@ -51,6 +51,18 @@ def test_resume_with_adam_state_is_bit_identical(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_state_passes_between_live_learners():
+    """``load_state`` of another learner's ``state_tensors`` gives the receiver its own copies
+    (Adam's moments once aliased the sender's, so both stepped them)."""
+    cfg = dataclasses.replace(CFG, outer="adam", outer_lr=1e-2)
+    a, b = make_learner("metasgd", cfg), make_learner("metasgd", cfg)
+    a.step()
+    b.load_state(a.state_tensors(), a.state_meta())
+    a.step(), b.step()
+    pa, pb = a.trainable(), b.trainable()
+    assert all(torch.equal(pa[k], pb[k]) for k in pa)
+
+
 def test_checkpoints_are_pruned_and_finished_run_is_protected(tmp_path):
     run = tmp_path / "r"
     train(make_learner("maml", CFG), run, progress=False)

@@ -143,7 +143,8 @@ def unpack_state(
     tensors: dict[str, torch.Tensor],
     device: torch.device,
 ) -> None:
-    """Inverse of :func:`pack_state` (shapes already checked by the caller)."""
+    """Inverse of :func:`pack_state` (shapes already checked by the caller). The learner gets
+    its own copies, so ``tensors`` may be another live learner's :func:`pack_state`."""
     with torch.no_grad():
         for k, v in trainable.items():
             v.copy_(tensors[f"param.{k}"].to(device))
@@ -154,7 +155,8 @@ def unpack_state(
             st = {key[len(prefix) :]: val for key, val in tensors.items() if key.startswith(prefix)}
             if st:
                 optimizer.state[p] = {
-                    k: (v.clone() if k == "step" else v.to(device)) for k, v in st.items()
+                    k: (v.clone() if k == "step" else v.to(device, copy=True))
+                    for k, v in st.items()
                 }
 
 
