@@ -8,10 +8,10 @@ Settings: MAML-TRPO on Navigation2D-v0 with the library's defaults, with the nav
 per meta-batch (80); RL² (GRU) on Bandit-v0 with its defaults. For each setting one learner per
 device, the same seed, stepped in turn so the machine's drift hits both alike; the median over
 iterations 4 onwards. The action noise is drawn on the CPU on both devices, so from the same
-parameters the two learners see the same episodes up to rounding: after each iteration the device
-learner takes the CPU learner's parameters (MAML-TRPO's outer step turns rounding differences into
-parameter differences of ~1e-3, so whole runs drift apart; tests/test_device.py says why), and
-``max_abs_return_diff`` is the largest difference of an iteration's pre- or post-adaptation return
+parameters the two learners see the same episodes up to rounding. After each iteration the
+device learner takes the CPU learner's state, as a checkpoint holds it (MAML-TRPO's outer step
+turns rounding differences into parameter differences of ~1e-3, so whole runs drift apart;
+tests/test_device.py says why), and ``max_abs_return_diff`` is the largest difference of an iteration's pre- or post-adaptation return
 between the two. Writes {"seconds_per_meta_iteration": {setting: {"cpu": s, "device": s}},
 "speedup": {setting: cpu s / device s}, "max_abs_return_diff": {setting: d}, "device_name": name}.
 """
@@ -69,9 +69,7 @@ def main() -> None:
         m = dev.step()
         for key in ("return/pre_adapt", "return/post_adapt"):
             diff[name] = max(diff[name], abs(m[key] - last[name][key]))
-        with torch.no_grad():
-            for k, v in dev.trainable().items():
-                v.copy_(cpu.trainable()[k])
+        dev.load_state(cpu.state_tensors(), cpu.state_meta())
         return m["time/iteration_s"]
 
     steps = {}

@@ -133,8 +133,8 @@ def test_a_gpu_run_resumes_on_the_cpu_when_told(tmp_path, capsys):
 def step_in_lockstep(ref, other, monkeypatch, other_step=None):
     """Meta-iterate two learners side by side from the same parameters: each iteration, compare
     their returns and then either their new parameters or, for a TRPO outer step, its inputs (the
-    meta-gradient ``g`` and the Fisher's product ``F g``); then set ``other``'s parameters to
-    ``ref``'s. TRPO's parameters are not comparable: its conjugate-gradient solve (damping 1e-5, as
+    meta-gradient ``g`` and the Fisher's product ``F g``); then give ``other`` ``ref``'s state
+    (parameters and optimizer, as a checkpoint holds them). TRPO's parameters are not comparable: its conjugate-gradient solve (damping 1e-5, as
     the MAML paper's) turns rounding-level differences in ``F v`` into parameter differences of
     ~1e-3 in one iteration, so two devices (or one CPU thread against two) cannot agree on them."""
     inputs = []  # (g, F g) of each TRPO step: ref's, then other's
@@ -161,9 +161,7 @@ def step_in_lockstep(ref, other, monkeypatch, other_step=None):
             a, b = params(ref), params(other)
             for k in a:
                 torch.testing.assert_close(b[k], a[k], **tol, msg=k)
-        with torch.no_grad():
-            for k, v in other.trainable().items():
-                v.copy_(ref.trainable()[k])
+        other.load_state(ref.state_tensors(), ref.state_meta())
 
 
 @pytest.mark.parametrize("name", list(LEARNERS))
