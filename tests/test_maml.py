@@ -28,6 +28,39 @@ def test_same_seed_same_parameters_other_seed_differs():
 
 
 @pytest.mark.parametrize(
+    "algorithm,changes",
+    [
+        ("maml", {}),
+        ("maml", {"num_inner_steps": 2, "inner_lr": (0.1, 0.05), "intermediate_weight": 0.5}),
+        ("maml", {"inner_objective": "lvc", "pre_adapt_weight": 0.3}),
+        ("maml", {"first_order": True, "outer": "adam"}),
+        ("metasgd", {"num_inner_steps": 2}),
+    ],
+)
+def test_meta_loss_built_while_sampling_equals_its_replay(monkeypatch, algorithm, changes):
+    # the learner keeps the differentiable adaptation from sampling; replaying it from the stored
+    # batches (the outer step's fallback) must give the same meta-parameters
+    import fastadapt.learners.maml as maml_module
+
+    cfg = dataclasses.replace(SMALL, **changes)
+    kept = make_learner(algorithm, cfg)
+    kept.step(), kept.step()
+    plain = maml_module.sample_iteration
+    monkeypatch.setattr(
+        maml_module, "sample_iteration", lambda learner, lrs, step_fn=None: plain(learner, lrs)
+    )
+    replayed = make_learner(algorithm, cfg)
+    replayed.step(), replayed.step()
+    pa, pb = params_of(kept), params_of(replayed)
+    assert len(pa) == len(pb)
+    for k in pa:
+        torch.testing.assert_close(pa[k], pb[k], rtol=1e-5, atol=1e-6)
+    assert not all(
+        torch.equal(pa[k], v) for k, v in params_of(make_learner(algorithm, cfg)).items()
+    )
+
+
+@pytest.mark.parametrize(
     "fvp,objective",
     [("subsampled", "vpg"), ("adapted", "vpg"), ("exact", "vpg"), ("subsampled", "lvc")],
 )

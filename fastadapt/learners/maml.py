@@ -4,10 +4,11 @@ One meta-iteration:
 
 1. sample ``meta_batch_size`` training tasks;
 2. collect episodes with the meta-parameters, adapt, collect with each task's adapted parameters
-   (``sample_and_adapt``; the inner step is ``adaptation.adapt_step``);
-3. build the meta-loss on the post-adaptation episodes by *replaying* the differentiable adaptation
-   (``adaptation.adaptation_path``) from the stored pre-adaptation batches, so the outer optimizer
-   can re-evaluate it at new meta-parameters (``pre_adapt_weight`` and ``intermediate_weight`` add
+   (``sample_and_adapt``; the inner step is ``adaptation.adapt_step``, taken differentiably, so its
+   graph serves the meta-gradient at these meta-parameters);
+3. build the meta-loss on the post-adaptation episodes; the outer optimizer re-evaluates it at new
+   meta-parameters by *replaying* the differentiable adaptation (``adaptation.adaptation_path``)
+   from the stored pre-adaptation batches (``pre_adapt_weight`` and ``intermediate_weight`` add
    the episodes before the last step);
 4. take an outer step: TRPO (conjugate gradient + line search under ``max_kl``) or Adam.
 
@@ -96,7 +97,20 @@ class MAML(Checkpointable):
         cfg, it = self.config, self.iteration
         t0 = time.perf_counter()
         K = cfg.num_inner_steps
-        trace, pre, post, t_sample = sample_iteration(self, self.lrs(K))
+        lrs = self.lrs(K)
+        path: list[Params] = []  # the differentiable adaptation at the current meta-parameters
+
+        def inner_step(policy: MLPPolicy, params: Params, batch: AdaptBatch, lr: InnerLR):
+            """The meta-loss's differentiable step, taken once while sampling: its values carry
+            the sampling on, its graph is the meta-gradient's (no second replay at this point)."""
+            src = path[-1] if path else self.meta_params
+            new, g = adapt_step(
+                policy, src, batch, lrs[len(path)], cfg.first_order, cfg.inner_objective
+            )
+            path.append(new)
+            return {k: v.detach() for k, v in new.items()}, {k: v.detach() for k, v in g.items()}
+
+        trace, pre, post, t_sample = sample_iteration(self, lrs, inner_step)
         valid = make_adapt_batch(
             trace.episodes[-1],
             cfg.gamma,
@@ -105,7 +119,7 @@ class MAML(Checkpointable):
             pack=cfg.batch_unit == "steps",
         )
         t_outer = time.perf_counter()
-        info = self._outer_step(trace.batches, trace.grads, trace.params, valid)
+        info = self._outer_step(trace.batches, trace.grads, path, valid)
         t_outer = time.perf_counter() - t_outer
         check_finite(self.trainable(), it)
         steps = sum(ep.num_steps for ep in trace.episodes)
@@ -130,18 +144,16 @@ class MAML(Checkpointable):
         return metrics
 
     def _outer_step(
-        self, batches: list[AdaptBatch], grads: list[Params], phi_old: Params, valid: AdaptBatch
+        self, batches: list[AdaptBatch], grads: list[Params], path0: list[Params], valid: AdaptBatch
     ) -> dict[str, float]:
-        """The outer update. ``grads``/``phi_old``: inner gradients and adapted parameters at the
-        current meta-parameters, from sampling (so they need not be recomputed)."""
+        """The outer update. ``grads``: the inner gradients at the current meta-parameters;
+        ``path0``: the differentiable adaptation there (:func:`adaptation_path`'s, built while
+        sampling; replayed if empty), so neither is recomputed at this point."""
         cfg, policy = self.config, self.policy
         lrs = self.lrs(len(batches))
         num_tasks = valid.mask.shape[0]
         obs, act = flat_tasks(valid.obs), flat_tasks(valid.actions)
         mask = flat_tasks(valid.mask.unsqueeze(-1)).squeeze(-1)  # [tasks, T*E]
-        with torch.no_grad():
-            old_dist = policy.dist(per_task_params(phi_old, num_tasks), obs)
-            old_logp = policy.log_prob(old_dist, act)
         adv = flat_tasks(valid.advantages.unsqueeze(-1)).squeeze(-1)
 
         def adapted() -> list[Params]:
@@ -149,13 +161,19 @@ class MAML(Checkpointable):
                 policy, self.meta_params, batches, lrs, cfg.first_order, cfg.inner_objective
             )
 
-        def final_dist(path: list[Params]):
+        def final_dist(path: list[Params]) -> DistParams:
             return policy.dist(per_task_params(path[-1], num_tasks), obs)
 
-        def objective() -> tuple[torch.Tensor, object]:
-            """The outer loss and the final adapted policy's distribution on ``valid``."""
-            path = adapted()
-            d = final_dist(path)
+        path0 = path0 or adapted()  # replayed if sampling did not build it
+        d0 = final_dist(path0)  # the policy that collected ``valid``, with the meta-loss's graph
+        old_dist = DistParams(*(None if x is None else x.detach() for x in d0))
+        old_logp = policy.log_prob(old_dist, act)
+
+        def objective(at_start: bool = False) -> tuple[torch.Tensor, DistParams]:
+            """The outer loss and the final adapted policy's distribution on ``valid``, at the
+            current meta-parameters (``at_start``: those that sampled, whose graph is built)."""
+            path = path0 if at_start else adapted()
+            d = d0 if at_start else final_dist(path)
             loss = _ratio_surrogate(policy.log_prob(d, act), old_logp, adv, mask)
             if cfg.pre_adapt_weight:
                 pre = _batch_surrogate(policy, self.meta_params, batches[0])
@@ -171,8 +189,13 @@ class MAML(Checkpointable):
             kl = policy.kl(old, d) * mask[:, idx]
             return (kl.sum(1) / mask[:, idx].sum(1).clamp_min(1)).mean()
 
+        built = [True]  # path0's graph not yet used (a backward frees it)
+
         def loss_fn() -> torch.Tensor:
-            return objective()[0]
+            """The outer loss: on the built graph the first time (the outer step's gradient at
+            the start), replayed after."""
+            at_start, built[0] = built[0], False
+            return objective(at_start)[0]
 
         def loss_kl_fn() -> tuple[torch.Tensor, torch.Tensor]:
             loss, d = objective()
