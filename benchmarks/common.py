@@ -228,8 +228,7 @@ def finished_same_run(run_dir: Path, cfg: Any, algorithm: str) -> tuple[Any, str
     """``(learner, "")`` restored from ``run_dir``'s final model when that run finished and was
     trained by ``algorithm`` with ``cfg`` (device and checkpointing aside), else
     ``(None, why not)``."""
-    import dataclasses
-
+    from fastadapt.config import config_differences
     from fastadapt.runs import is_finished
     from fastadapt.train import load_learner
 
@@ -238,9 +237,7 @@ def finished_same_run(run_dir: Path, cfg: Any, algorithm: str) -> tuple[Any, str
     learner = load_learner(run_dir)
     if learner.name != algorithm:
         return None, f"{run_dir} was trained by {learner.name}, not {algorithm}"
-    ignored = {"device", "checkpoint_every", "keep_checkpoints", "flush_denormal"}
-    fields = [f.name for f in dataclasses.fields(cfg) if f.name not in ignored]
-    differ = [f for f in fields if getattr(learner.config, f) != getattr(cfg, f)]
+    differ = config_differences(learner.config, cfg)
     if differ:
         return None, (
             f"{run_dir} was trained with other settings ({', '.join(differ)}: "

@@ -426,6 +426,22 @@ class EvalConfig:
             raise ConfigError(f"unknown baseline(s) {sorted(unknown)}; known: scratch, pretrain")
 
 
+RUNTIME_FIELDS = frozenset({"device", "checkpoint_every", "keep_checkpoints", "flush_denormal"})
+"""Settings that say where and how a run is kept, not what it learns."""
+
+
+def config_differences(a: Any, b: Any) -> list[str]:
+    """The fields in which two configs of one class differ, :data:`RUNTIME_FIELDS` aside (those
+    two configs train the same learner exactly when this is empty)."""
+    if type(a) is not type(b):
+        return ["(config class)"]
+    return [
+        f.name
+        for f in dataclasses.fields(a)
+        if f.name not in RUNTIME_FIELDS and getattr(a, f.name) != getattr(b, f.name)
+    ]
+
+
 def config_to_dict(cfg: Any) -> dict[str, Any]:
     """A config dataclass as a plain dict (tuples become lists)."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
@@ -454,6 +470,8 @@ __all__ = [
     "ProMPConfig",
     "RL2Config",
     "ReptileConfig",
+    "RUNTIME_FIELDS",
+    "config_differences",
     "config_from_dict",
     "config_to_dict",
 ]

@@ -30,10 +30,10 @@ import numpy as np
 import torch
 
 from fastadapt.adaptation import InnerLR, inner_lr_schedule, sample_and_adapt
-from fastadapt.config import CommonConfig, EvalConfig, MAMLConfig
+from fastadapt.config import CommonConfig, EvalConfig, MAMLConfig, config_differences
 from fastadapt.errors import ConfigError
 from fastadapt.policies import MLPPolicy, Params, init_for_family
-from fastadapt.runs import atomic_write_bytes, is_finished
+from fastadapt.runs import BASELINES, atomic_write_bytes, is_finished
 from fastadapt.tasks.core import TaskFamily, derive_seed, sample_tasks, task_to_dict
 
 #: the training-split sub-stream that lr tuning draws tasks from (meta-iterations use 0, 1, 2, ...)
@@ -272,7 +272,8 @@ def pretrain_baseline(
     collected, since each of its iterations collects one batch instead of ``num_inner_steps + 1``.
     In env steps that was 0.99-2.4x the meta-learner's in the benchmarks (a meta-policy that falls
     before adapting collects short pre-adaptation episodes). Kept under
-    ``run_dir/baselines/pretrain`` and reused if already finished."""
+    ``run_dir/baselines/pretrain`` and reused if already finished with these settings (else
+    trained again)."""
     from fastadapt.train import load_learner, make_learner, train
 
     lc = learner.config
@@ -290,10 +291,10 @@ def pretrain_baseline(
         while pre.iteration < iterations:
             pre.step()
         return pre
-    pdir = Path(run_dir) / "baselines" / "pretrain"
+    pdir = Path(run_dir) / BASELINES / "pretrain"
     if is_finished(pdir):
         done = load_learner(pdir, lc.device)
-        if done.iteration == iterations:
+        if done.iteration == iterations and not config_differences(done.config, pcfg):
             return done
     train(pre, pdir, overwrite=True, progress=progress)
     return pre

@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,10 @@ from fastadapt.errors import CheckpointError, RunDirError
 
 FORMAT = "fastadapt-checkpoint-v1"
 FINAL = "model"
+BASELINES = "baselines"
+"""The run directory's subdirectory of trained baselines (``baselines/pretrain``)."""
+DERIVED = ("eval.json", "adaptation.png", "report.md", "training.png", "adaptation_report.png")
+"""What evaluation and reports write into a run directory."""
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -142,7 +147,8 @@ def is_finished(run_dir: Path) -> bool:
 
 def prepare_run_dir(run_dir: Path, overwrite: bool = False, resume: bool = False) -> Path:
     """Create ``run_dir`` for a new run. A directory with a finished run, or with checkpoints of an
-    unfinished one, is refused unless ``overwrite`` (start over) or ``resume`` is given."""
+    unfinished one, is refused unless ``overwrite`` (start over: what the old run wrote goes, its
+    evaluation and trained baselines included) or ``resume`` is given."""
     run_dir = Path(run_dir)
     if resume:
         if not (run_dir / "config.yaml").exists():
@@ -157,6 +163,10 @@ def prepare_run_dir(run_dir: Path, overwrite: bool = False, resume: bool = False
             )
         for name in ("metrics.csv", "config.yaml", f"{FINAL}.json", f"{FINAL}.safetensors"):
             (run_dir / name).unlink(missing_ok=True)
+        for name in DERIVED:
+            (run_dir / name).unlink(missing_ok=True)
+        if (run_dir / BASELINES).is_dir():
+            shutil.rmtree(run_dir / BASELINES)
         for side in list_checkpoints(run_dir):
             side.with_suffix(".safetensors").unlink(missing_ok=True)
             side.unlink(missing_ok=True)

@@ -76,6 +76,55 @@ def test_checkpoints_are_pruned_and_finished_run_is_protected(tmp_path):
     assert (run / "model.safetensors").read_bytes() == before
 
 
+def test_a_trained_baseline_is_reused_only_with_the_same_settings(tmp_path):
+    from fastadapt.config import EvalConfig
+    from fastadapt.evaluation import pretrain_baseline
+
+    ev = EvalConfig(num_tasks=2, pretrain_iterations=2)
+    run = tmp_path / "r"
+    learner = make_learner("maml", CFG)
+    train(learner, run, progress=False)
+    first = pretrain_baseline(learner, ev, run, progress=False)
+    model = run / "baselines" / "pretrain" / "model.safetensors"
+    stamp = model.stat().st_mtime_ns
+    again = pretrain_baseline(learner, ev, run, progress=False)
+    assert model.stat().st_mtime_ns == stamp  # loaded, not trained again
+    pa, pb = first.trainable(), again.trainable()
+    assert all(torch.equal(pa[k], pb[k]) for k in pa)
+    # another seed's run pointed at the same directory gets its own baseline, not this one
+    other = make_learner("maml", dataclasses.replace(CFG, seed=1))
+    theirs = pretrain_baseline(other, ev, run, progress=False).trainable()
+    fresh = pretrain_baseline(other, ev, None, progress=False).trainable()
+    assert all(torch.equal(theirs[k], fresh[k]) for k in theirs)
+    assert not all(torch.equal(theirs[k], pa[k]) for k in pa)
+
+
+def test_overwrite_removes_the_old_runs_evaluation_and_baselines(tmp_path):
+    from fastadapt.config import EvalConfig
+    from fastadapt.evaluation import evaluate_learner, write_eval
+
+    run = tmp_path / "r"
+    learner = make_learner("maml", CFG)
+    train(learner, run, progress=False)
+    ev = EvalConfig(num_tasks=2, num_steps=1, episodes_per_step=2, pretrain_iterations=1)
+    write_eval(evaluate_learner(learner, ev, run, progress=False), run)
+    assert (run / "baselines" / "pretrain").is_dir() and (run / "eval.json").exists()
+    (run / "notes.txt").write_text("mine")
+    train(
+        make_learner("maml", dataclasses.replace(CFG, seed=1)), run, overwrite=True, progress=False
+    )
+    left = sorted(p.name for p in run.iterdir())
+    assert left == [
+        "checkpoints",
+        "config.yaml",
+        "metrics.csv",
+        "model.json",
+        "model.safetensors",
+        "notes.txt",
+        "tb",
+    ]
+
+
 def test_corrupt_truncated_and_foreign_checkpoints_are_refused(tmp_path):
     run = tmp_path / "r"
     train(make_learner("maml", CFG), run, progress=False)
