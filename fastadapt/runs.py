@@ -161,9 +161,8 @@ def prepare_run_dir(run_dir: Path, overwrite: bool = False, resume: bool = False
                 f"{run_dir} already holds {what}; pass --overwrite to replace it"
                 + ("" if is_finished(run_dir) else " or --resume to continue it")
             )
-        for name in ("metrics.csv", "config.yaml", f"{FINAL}.json", f"{FINAL}.safetensors"):
-            (run_dir / name).unlink(missing_ok=True)
-        for name in DERIVED:
+        run_files = ("metrics.csv", "config.yaml", f"{FINAL}.json", f"{FINAL}.safetensors")
+        for name in (*run_files, *DERIVED):
             (run_dir / name).unlink(missing_ok=True)
         if (run_dir / BASELINES).is_dir():
             shutil.rmtree(run_dir / BASELINES)
