@@ -102,7 +102,9 @@ class MAML(Checkpointable):
 
         def inner_step(policy: MLPPolicy, params: Params, batch: AdaptBatch, lr: InnerLR):
             """The meta-loss's differentiable step, taken once while sampling: its values carry
-            the sampling on, its graph is the meta-gradient's (no second replay at this point)."""
+            the sampling on, its graph is the meta-gradient's (no second replay at this point).
+            It steps with ``lrs``, not sampling's detached ``lr`` (Meta-SGD's rates stay in the
+            graph)."""
             src = path[-1] if path else self.meta_params
             new, g = adapt_step(
                 policy, src, batch, lrs[len(path)], cfg.first_order, cfg.inner_objective
