@@ -230,14 +230,23 @@ def init_from_run(learner: Any, path: Path | str) -> None:
             setattr(learner, key, meta[key])
 
 
+def _recorded_config(
+    algorithm: Any, data: dict[str, Any], where: str, error: type[Exception]
+) -> Any:
+    """The config a run or checkpoint recorded (``data``) for ``algorithm``, which ``where``
+    names; ``error`` if that algorithm is unknown."""
+    if algorithm not in LEARNERS:
+        raise error(f"{where} names unknown algorithm {algorithm!r}")
+    return config_from_dict(LEARNERS[algorithm][0], data)
+
+
 def learner_from_run(run_dir: Path | str, device: str = "") -> Any:
     """Rebuild the learner a run directory was started with (from its ``config.yaml``), on
     ``device`` if given."""
     data = read_config(Path(run_dir))
     algorithm = data.get("algorithm")
-    if algorithm not in LEARNERS:
-        raise RunDirError(f"{run_dir}/config.yaml names unknown algorithm {algorithm!r}")
-    cfg = config_from_dict(LEARNERS[algorithm][0], data.get("config", {}))
+    where = f"{run_dir}/config.yaml"
+    cfg = _recorded_config(algorithm, data.get("config", {}), where, RunDirError)
     if device:
         cfg = dataclasses.replace(cfg, device=device)
     return make_learner(algorithm, cfg)
@@ -278,9 +287,7 @@ def load_learner(path: Path | str, device: str = "") -> Any:
     this machine lacks)."""
     tensors, meta = read_model(path)
     algorithm = meta.get("algorithm")
-    if algorithm not in LEARNERS:
-        raise CheckpointError(f"checkpoint names unknown algorithm {algorithm!r}")
-    cfg = config_from_dict(LEARNERS[algorithm][0], meta["config"])
+    cfg = _recorded_config(algorithm, meta["config"], "checkpoint", CheckpointError)
     if not device:
         try:
             resolve_device(cfg.device)

@@ -134,9 +134,10 @@ def step_in_lockstep(ref, other, monkeypatch, other_step=None):
     """Meta-iterate two learners side by side from the same parameters: each iteration, compare
     their returns and then either their new parameters or, for a TRPO outer step, its inputs (the
     meta-gradient ``g`` and the Fisher's product ``F g``); then give ``other`` ``ref``'s state
-    (parameters and optimizer, as a checkpoint holds them). TRPO's parameters are not comparable: its conjugate-gradient solve (damping 1e-5, as
-    the MAML paper's) turns rounding-level differences in ``F v`` into parameter differences of
-    ~1e-3 in one iteration, so two devices (or one CPU thread against two) cannot agree on them."""
+    (parameters and optimizer, as a checkpoint holds them). TRPO's parameters are not
+    comparable: its conjugate-gradient solve (damping 1e-5, as the MAML paper's) turns
+    rounding-level differences in ``F v`` into parameter differences of ~1e-3 in one iteration,
+    so two devices (or one CPU thread against two) cannot agree on them."""
     inputs = []  # (g, F g) of each TRPO step: ref's, then other's
     real = maml.trpo_step
 

@@ -191,12 +191,13 @@ class MAML(Checkpointable):
             kl = policy.kl(old, d) * mask[:, idx]
             return (kl.sum(1) / mask[:, idx].sum(1).clamp_min(1)).mean()
 
-        built = [True]  # path0's graph not yet used (a backward frees it)
+        graph_unused = True  # path0's graph (a backward frees it)
 
         def loss_fn() -> torch.Tensor:
             """The outer loss: on the built graph the first time (the outer step's gradient at
             the start), replayed after."""
-            at_start, built[0] = built[0], False
+            nonlocal graph_unused
+            at_start, graph_unused = graph_unused, False
             return objective(at_start)[0]
 
         def loss_kl_fn() -> tuple[torch.Tensor, torch.Tensor]:
