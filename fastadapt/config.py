@@ -382,8 +382,10 @@ class EvalConfig:
     baselines: tuple[str, ...] = ("scratch", "pretrain")
     """Baselines in the same protocol: scratch (fresh policy), pretrain (multi-task policy)."""
     tune_baseline_lr: bool = True
-    """Also report each baseline with its inner learning rate tuned (on training tasks, never the
-    test tasks) over `baseline_lr_scales` times the schedule, as rows named '<baseline> (tuned lr)'."""
+    """Also report each baseline with its inner learning rates tuned on training tasks (never the
+    test tasks), as rows named '<baseline> (tuned lr)': step by step, each step's rate is
+    `baseline_lr_scales` times the schedule's, the scale whose return right after that step is
+    highest."""
     baseline_lr_scales: tuple[float, ...] = (1.0, 0.3, 0.1, 0.03, 0.01)
     """Scales of the inner learning rate tried when tuning baselines."""
     tune_later_lr: bool = False

@@ -207,7 +207,9 @@ def evaluate_learner(
         methods[name] = summarize(adaptation_returns(params=params, lrs=schedule, **common))
         chosen[name] = [float(x) for x in schedule]
         if cfg.tune_baseline_lr and cfg.num_steps > 0:
-            tuned = tune_inner_lr(params, schedule, cfg, learner, cfg.baseline_lr_scales, plain)
+            tuned = tune_inner_lr(
+                params, schedule, cfg, learner, cfg.baseline_lr_scales, plain, per_step=True
+            )
             methods[f"{name} (tuned lr)"] = summarize(
                 adaptation_returns(params=params, lrs=tuned, **common)
             )
@@ -233,21 +235,49 @@ def tune_inner_lr(
     scales: Sequence[float],
     policy: MLPPolicy,
     keep_first: bool = False,
+    per_step: bool = False,
 ) -> list[float]:
-    """The schedule, scaled by one of ``scales``, whose return after the last step is highest on 10
-    *training* tasks (a stream disjoint from meta-training's and from the test split) for
-    ``params`` of ``policy``; ``keep_first`` scales only the steps after the first."""
+    """A schedule tuned on 10 *training* tasks (a stream disjoint from meta-training's and from the
+    test split) for ``params`` of ``policy``, over ``scales`` times ``schedule``.
+
+    By default one scale for the whole schedule, the one whose return after the last step is
+    highest; ``keep_first`` scales only the steps after the first. With ``per_step`` each step is
+    tuned in turn for the return right after it: step k's rate is the schedule's step-k rate times
+    the scale whose return after k steps is highest, the steps before it keeping the rates chosen
+    for them. (A rate tuned only for the last step can undo a policy in its first step and then
+    recover; a baseline compared after every step is tuned for every step.)"""
+    if not per_step:
+        candidates = [
+            [lr if keep_first and i == 0 else lr * scale for i, lr in enumerate(schedule)]
+            for scale in scales
+        ]
+        return _best_on_tuning_tasks(candidates, params, cfg, learner, policy)
+    chosen: list[float] = []
+    for lr in schedule[: cfg.num_steps]:
+        candidates = [[*chosen, lr * scale] for scale in scales]
+        chosen = _best_on_tuning_tasks(candidates, params, cfg, learner, policy)
+    return chosen
+
+
+def _best_on_tuning_tasks(
+    candidates: Sequence[list[float]],
+    params: Params,
+    cfg: EvalConfig,
+    learner: Any,
+    policy: MLPPolicy,
+) -> list[float]:
+    """The candidate schedule whose mean return after its last step on the 10 tuning tasks is
+    highest (each candidate runs as many steps as it has rates); the first one on ties."""
     lc = learner.config
     tasks = sample_tasks(learner.family, 10, lc.seed, split="train", index=TUNING_STREAM)
-    best, best_ret = schedule, -math.inf
-    for scale in scales:
-        lrs = [lr if keep_first and i == 0 else lr * scale for i, lr in enumerate(schedule)]
+    best, best_ret = candidates[0], -math.inf
+    for lrs in candidates:
         ret = adaptation_returns(
             learner.family,
             policy,
             params,
             tasks,
-            cfg.num_steps,
+            len(lrs),
             lrs,
             cfg.episodes_per_step,
             derive_seed(cfg.seed, 3),

@@ -415,6 +415,47 @@ def test_tuned_later_lr_keeps_the_first_step_and_picks_the_best_on_training_task
         evaluate_learner(metasgd, ev, progress=False)
 
 
+def test_baseline_rates_are_tuned_step_by_step_for_the_return_right_after_each_step(monkeypatch):
+    import inspect
+
+    from fastadapt import evaluation
+    from fastadapt.config import EvalConfig
+
+    # A synthetic return on the tuning tasks: a large first step ruins the policy at once but
+    # ends best after three steps, so tuning for the last step alone picks it.
+    signature = inspect.signature(evaluation.adaptation_returns)
+
+    def fake_returns(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs).arguments
+        tasks, num_steps, lrs = bound["tasks"], bound["num_steps"], bound["lrs"]
+        assert len(lrs) == num_steps
+        per_step = [0.0]
+        for k in range(num_steps):
+            first = lrs[0]
+            if k == 0:
+                per_step.append(-100.0 if first > 0.05 else 10.0 - lrs[0])
+            else:
+                per_step.append(50.0 * (first > 0.05) + 20.0 - abs(lrs[k] - 0.015) * 100)
+        return np.array(per_step)[:, None].repeat(len(tasks), axis=1)
+
+    monkeypatch.setattr(evaluation, "adaptation_returns", fake_returns)
+    learner = MAML(SMALL)
+    ev = EvalConfig(num_tasks=2, episodes_per_step=2, num_steps=3)
+    params = {k: v.detach() for k, v in learner.meta_params.items()}
+    scales = (1.0, 0.3, 0.1, 0.03, 0.01)
+    schedule = [0.1, 0.05, 0.05]
+    tune = evaluation.tune_inner_lr
+    # one scale, picked by the return after the last step: the ruinous first step
+    assert tune(params, schedule, ev, learner, scales, learner.policy) == [0.1, 0.05, 0.05]
+    # step by step: the first step's best (the smallest rate), then each later step's best
+    tuned = tune(params, schedule, ev, learner, scales, learner.policy, per_step=True)
+    assert tuned == pytest.approx([0.001, 0.015, 0.015])
+    # the baselines' rows use the step-by-step tuning
+    ev = dataclasses.replace(ev, baselines=("scratch",))
+    res = evaluation.evaluate_learner(learner, ev, progress=False)
+    assert res["inner_lr"]["scratch (tuned lr)"] == pytest.approx([0.001, 0.015, 0.015])
+
+
 def test_cavia_meta_learns_the_network_adapts_the_context_and_baselines_fine_tune_everything():
     from fastadapt.config import EvalConfig
     from fastadapt.evaluation import evaluate_learner
