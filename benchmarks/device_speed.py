@@ -12,8 +12,9 @@ parameters the two learners see the same episodes up to rounding. After each ite
 device learner takes the CPU learner's state, as a checkpoint holds it (MAML-TRPO's outer step
 turns rounding differences into parameter differences of ~1e-3, so whole runs drift apart;
 tests/test_device.py says why), and ``max_abs_return_diff`` is the largest difference of an
-iteration's pre- or post-adaptation return between the two. Writes {"seconds_per_meta_iteration": {setting: {"cpu": s, "device": s}},
-"speedup": {setting: cpu s / device s}, "max_abs_return_diff": {setting: d}, "device_name": name}.
+iteration's pre- or post-adaptation return between the two. Writes
+{"seconds_per_meta_iteration": {setting: {"cpu": s, "device": s}}, "speedup": {setting: cpu s /
+device s}, "max_abs_return_diff": {setting: d}, "device_name": name}.
 """
 
 from __future__ import annotations
