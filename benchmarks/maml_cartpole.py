@@ -2,6 +2,14 @@
 
     python benchmarks/maml_cartpole.py --out runs/bench_maml_cartpole.json [--meta-iterations N]
     python benchmarks/maml_cartpole.py --algorithm metasgd --out runs/bench_metasgd_cartpole.json
+    python benchmarks/maml_cartpole.py --candidates 3 --seed S ...   # best of three seeds
+
+With ``--candidates K`` the script trains K seeds (K x S .. K x S + K - 1, each in
+``--run-dir``/seed<N>), and so K pretrain baselines, picks the meta-learner and the pretrain
+policy whose mean return after 1..3 steps on 40 *training*-split validation tasks is highest
+(``fastadapt.evaluation.select_runs``; the pretrain policies adapt with their tuned rates), and
+tests the two picks on the chosen seed's held-out tasks. Each method gets the same K-fold budget
+and the same selection; no test task takes part in the choice.
 
 Held-out tasks include reversed actuators (half the tasks push the other way) and an unobserved goal
 position. All methods get the same inner updates (lr, then lr/2 as in the MAML paper's protocol) and
@@ -16,10 +24,12 @@ Writes {"seconds_per_meta_iteration", "wall_s", "returns": {"maml" (or the --alg
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     STEP_HEADERS,
     add_reuse_argument,
+    finished_same_run,
     parser,
     print_returns,
     print_table,
@@ -35,7 +46,8 @@ from common import (  # noqa: E402
 )
 
 from fastadapt.config import EvalConfig, MAMLConfig, ProMPConfig  # noqa: E402
-from fastadapt.evaluation import summarize, write_eval  # noqa: E402
+from fastadapt.evaluation import evaluate_learner, summarize, write_eval  # noqa: E402
+from fastadapt.tasks.core import sample_tasks  # noqa: E402
 
 
 def main() -> None:
@@ -119,6 +131,16 @@ def main() -> None:
         help="MAML-TRPO's Fisher: its inner Hessians on every N-th pre-adaptation episode (0: "
         "its default, every 20th, which is one episode of 10)",
     )
+    p.add_argument(
+        "--candidates",
+        type=int,
+        default=1,
+        help="train this many seeds of the meta-learner and of the pretrain baseline and test the "
+        "best of each on training-split validation tasks (1: no selection)",
+    )
+    p.add_argument(
+        "--validation-tasks", type=int, default=40, help="with --candidates: validation tasks"
+    )
     add_reuse_argument(p)
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args()
@@ -126,6 +148,8 @@ def main() -> None:
         p.error(f"--outer-lr is ProMP's; --algorithm {args.algorithm} takes its outer step by TRPO")
     if args.algorithm == "promp" and args.outer_lr is None:
         args.outer_lr = ProMPConfig.outer_lr
+    if args.candidates < 1:
+        p.error(f"--candidates must be at least 1, got {args.candidates}")
     test_episodes = args.test_episodes or args.episodes
     t0 = time.perf_counter()
     common = dict(
@@ -156,11 +180,18 @@ def main() -> None:
         num_steps=3,
         episodes_per_step=test_episodes,
     )
-    _, result, rows, _ = train_and_evaluate(
-        args.algorithm, cfg, ev, args.run_dir, not args.no_progress, args.reuse
-    )
+    selection = None
+    if args.candidates == 1:
+        _, result, rows, _ = train_and_evaluate(
+            args.algorithm, cfg, ev, args.run_dir, not args.no_progress, args.reuse
+        )
+        out_dir = args.run_dir
+    else:
+        result, rows, selection, out_dir = train_and_select(
+            args.algorithm, cfg, ev, args, not args.no_progress
+        )
     sec_per_it = statistics.median(r["time/iteration_s"] for r in rows)
-    write_eval(result, args.run_dir)
+    write_eval(result, out_dir)
     wall = time.perf_counter() - t0
     reversed_mask = np.array([t["actuator_sign"] < 0 for t in result["test_tasks"]])
     split = {}
@@ -216,8 +247,90 @@ def main() -> None:
             "hessian_subsample": args.hessian_subsample,
             "eval_tasks": args.eval_tasks,
             "env_steps_trained": result["env_steps_trained"],
+            "candidates": args.candidates,
+            "selection": selection,
         },
     )
+
+
+def train_and_select(
+    algorithm: str, cfg: Any, ev: EvalConfig, args: Any, progress: bool
+) -> tuple[dict[str, Any], list[dict[str, float]], dict[str, Any], Path]:
+    """Train ``args.candidates`` seeds of ``cfg`` (and their pretrain baselines), pick the best
+    meta-learner and the best pretrain policy on training-split validation tasks, and evaluate
+    the pick against the picked pretrain policy on the chosen seed's test tasks. Returns the
+    evaluation, the metrics of every candidate's iterations, the selection record (every
+    candidate's validation scores and, for the report only, its unselected test returns) and
+    the chosen run directory."""
+    from fastadapt.evaluation import adaptation_returns, pretrain_baseline, select_runs
+    from fastadapt.runs import BASELINES, read_metrics
+    from fastadapt.train import load_learner, make_learner, train
+
+    k = args.candidates
+    seeds = [k * args.seed + j for j in range(k)]
+    dirs = [args.run_dir / f"seed{s}" for s in seeds]
+    rows: list[dict[str, float]] = []
+    meta_steps = pre_steps = 0
+    for s, d in zip(seeds, dirs, strict=True):
+        scfg = dataclasses.replace(cfg, seed=s)
+        learner = finished_same_run(d, scfg, algorithm)[0] if args.reuse else None
+        if learner is None:
+            learner = make_learner(algorithm, scfg)
+            train(learner, d, overwrite=True, progress=progress)
+        rows += read_metrics(d)
+        meta_steps += int(learner.env_steps)
+        pre_steps += int(pretrain_baseline(learner, ev, d, progress).env_steps)
+    vcfg = dataclasses.replace(ev, baselines=())
+    meta_pick = select_runs(dirs, vcfg, args.validation_tasks, task_seed=seeds[0])
+    pre_dirs = [d / BASELINES / "pretrain" for d in dirs]
+    pre_pick = select_runs(pre_dirs, vcfg, args.validation_tasks, task_seed=seeds[0], tune_lr=True)
+    chosen = dirs[meta_pick["best"]]
+    learner = load_learner(chosen)
+    pretrained = load_learner(pre_dirs[pre_pick["best"]])
+    result = evaluate_learner(learner, ev, chosen, progress, pretrained=pretrained)
+    result["env_steps_trained"][algorithm] = meta_steps
+    for name in result["env_steps_trained"]:
+        if name.startswith("pretrain"):
+            result["env_steps_trained"][name] = pre_steps
+    # Every candidate on the chosen seed's test tasks, to show what the choice bought (reported,
+    # never used to choose).
+    tasks = sample_tasks(learner.family, ev.num_tasks, learner.config.seed, split="test")
+    schedule = result["inner_lr"][algorithm]
+    for row, d in zip(meta_pick["runs"], dirs, strict=True):
+        cand = load_learner(d)
+        lc = cand.config
+        params = {n: v.detach() for n, v in cand.meta_params.items()}
+        row["test_returns"] = (
+            adaptation_returns(
+                cand.family,
+                cand.policy,
+                params,
+                tasks,
+                ev.num_steps,
+                cand.lrs(ev.num_steps, schedule),
+                ev.episodes_per_step,
+                ev.seed,
+                lc.gamma,
+                lc.gae_lambda,
+                lc.normalize_advantages,
+            )
+            .mean(axis=1)
+            .tolist()
+        )
+    selection = {"seeds": seeds, "meta": meta_pick, "pretrain": pre_pick}
+    for name, pick in (("meta-learner", meta_pick), ("pretrain (tuned lr)", pre_pick)):
+        print_table(
+            [f"{name} candidates (validation)", *STEP_HEADERS, "score"],
+            [
+                [
+                    ("* " if i == pick["best"] else "  ") + f"seed {r['seed']}",
+                    *r["returns"],
+                    r["score"],
+                ]
+                for i, r in enumerate(pick["runs"])
+            ],
+        )
+    return result, rows, selection, chosen
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
     fastadapt train --resume runs/nav
     fastadapt evaluate runs/nav            # eval.json + adaptation.png (vs scratch and pretrain)
     fastadapt adapt runs/nav --task '{"goal_x": 0.3, "goal_y": -0.2}' --steps 3
+    fastadapt select runs/cp_s0 runs/cp_s1 runs/cp_s2   # the best run on training-split tasks
     fastadapt report runs/nav [runs/other ...] [--out DIR]
     fastadapt list
     fastadapt demo                         # meta-train, evaluate, write runs/demo/report.md
@@ -241,6 +242,62 @@ def cmd_adapt(argv: list[str]) -> None:
     tyro.cli(run, args=argv, config=FLAT, prog="fastadapt adapt")
 
 
+def cmd_select(argv: list[str]) -> None:
+    def run(
+        run_dirs: tyro.conf.Positional[tuple[Path, ...]],
+        num_tasks: int = 40,
+        num_steps: int = 3,
+        episodes_per_step: int = 20,
+        inner_lr: tuple[float, ...] = (),
+        task_seed: int | None = None,
+        tune_lr: bool = False,
+        out: Path | None = None,
+        device: str = "",
+    ) -> None:
+        """Pick the best of several trained runs (seeds of one setting, say) by their mean return
+        after 1..num_steps adaptation steps on validation tasks drawn from the *training* split,
+        the same tasks for every run: the choice never sees a held-out test task. Prints a table
+        and the chosen run; evaluate that one with ``fastadapt evaluate``.
+
+        Args:
+            run_dirs: finished runs of one task family (or checkpoint files).
+            num_tasks: validation tasks (from a training-split stream that meta-training and lr
+                tuning never draw from).
+            num_steps: adaptation steps scored (the score is the mean over steps 1..num_steps).
+            episodes_per_step: episodes per task before each step.
+            inner_lr: the rates of the steps (the last repeats); empty means each run's own test
+                schedule (its first inner rate, then half of it).
+            task_seed: seed of the validation tasks; empty means the first run's seed.
+            tune_lr: tune each run's rates step by step on training tasks first, as the
+                evaluation tunes its baselines' (for plain multi-task policies).
+            out: also write the scores as JSON here.
+            device: cpu or cuda[:N]; empty means each run's own.
+        """
+        from fastadapt.evaluation import select_runs
+
+        cfg = EvalConfig(
+            num_steps=num_steps, episodes_per_step=episodes_per_step, inner_lr=inner_lr
+        )
+        result = select_runs(run_dirs, cfg, num_tasks, task_seed, tune_lr, device)
+        head = "| run | seed | " + " | ".join(
+            f"{k} step{'s' if k != 1 else ''}" for k in range(num_steps + 1)
+        )
+        print(head + " | score |")
+        print("|---" * (num_steps + 4) + "|")
+        for i, r in enumerate(result["runs"]):
+            mark = " (best)" if i == result["best"] else ""
+            cells = " | ".join(f"{x:.2f}" for x in r["returns"])
+            print(f"| {r['run_dir']}{mark} | {r['seed']} | {cells} | {r['score']:.2f} |")
+        print(f"best: {result['runs'][result['best']]['run_dir']}")
+        if out is not None:
+            from fastadapt.runs import atomic_write_bytes
+
+            atomic_write_bytes(Path(out), json.dumps(result, indent=2).encode())
+            print(f"wrote {out}")
+
+    tyro.cli(run, args=argv, config=FLAT, prog="fastadapt select")
+
+
 def cmd_report(argv: list[str]) -> None:
     def run(run_dirs: tyro.conf.Positional[tuple[Path, ...]], out: Path | None = None) -> None:
         """Write report.md with training and adaptation plots for one or several runs.
@@ -312,6 +369,7 @@ COMMANDS = {
     "train": cmd_train,
     "evaluate": cmd_evaluate,
     "adapt": cmd_adapt,
+    "select": cmd_select,
     "report": cmd_report,
     "list": cmd_list,
     "demo": cmd_demo,

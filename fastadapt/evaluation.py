@@ -38,6 +38,8 @@ from fastadapt.tasks.core import TaskFamily, derive_seed, sample_tasks, task_to_
 
 #: the training-split sub-stream that lr tuning draws tasks from (meta-iterations use 0, 1, 2, ...)
 TUNING_STREAM = 2**31 - 1
+#: the training-split sub-stream that run selection validates on (disjoint from tuning's)
+VALIDATION_STREAM = 2**31 - 2
 
 # two-sided 95% Student t quantiles by degrees of freedom (1..30); the normal value beyond
 _T95 = [
@@ -139,10 +141,16 @@ def default_test_schedule(learner: Any) -> tuple[float, float]:
 
 
 def evaluate_learner(
-    learner: Any, cfg: EvalConfig, run_dir: Path | None = None, progress: bool = True
+    learner: Any,
+    cfg: EvalConfig,
+    run_dir: Path | None = None,
+    progress: bool = True,
+    pretrained: Any = None,
 ) -> dict[str, Any]:
     """Evaluate a trained learner and the requested baselines on held-out tasks (in the unit the
-    learner trained with unless ``cfg.batch_unit`` names one; eval.json records which)."""
+    learner trained with unless ``cfg.batch_unit`` names one; eval.json records which).
+    ``pretrained``: the pretrain baseline's learner (e.g. one :func:`select_runs` picked) instead
+    of the one :func:`pretrain_baseline` trains or loads under ``run_dir``."""
     cfg.validate()
     lc = learner.config
     cfg = dataclasses.replace(
@@ -199,7 +207,7 @@ def evaluate_learner(
         baselines["scratch"] = {k: v.to(lc.device) for k, v in fresh.items()}
         budget["scratch"] = 0
     if "pretrain" in cfg.baselines:
-        pre = pretrain_baseline(learner, cfg, run_dir, progress)
+        pre = pretrained or pretrain_baseline(learner, cfg, run_dir, progress)
         baselines["pretrain"] = {k: v.detach() for k, v in pre.meta_params.items()}
         budget["pretrain"] = int(pre.env_steps)
     common["policy"] = plain
@@ -328,6 +336,103 @@ def pretrain_baseline(
             return done
     train(pre, pdir, overwrite=True, progress=progress)
     return pre
+
+
+def validation_returns(
+    learner: Any,
+    cfg: EvalConfig,
+    num_tasks: int,
+    task_seed: int,
+    tune_lr: bool = False,
+) -> tuple[np.ndarray, list[Any]]:
+    """Returns of ``learner`` after 0..``cfg.num_steps`` steps (``[steps + 1, tasks]``) on
+    ``num_tasks`` *training*-split tasks of ``task_seed`` from :data:`VALIDATION_STREAM` (never
+    the test split, and disjoint from meta-training's and lr tuning's streams), in ``cfg``'s
+    protocol, and the rates it adapted with: the test schedule of
+    :func:`evaluate_learner`, or with ``tune_lr`` that schedule tuned step by step as a baseline's
+    is (``tune_inner_lr``; a plain policy's every parameter adapts)."""
+    cfg.validate()
+    lc = learner.config
+    cfg = dataclasses.replace(
+        cfg, batch_unit=cfg.batch_unit or getattr(lc, "batch_unit", "episodes")
+    )
+    schedule = inner_lr_schedule(
+        cfg.inner_lr or default_test_schedule(learner), max(cfg.num_steps, 1)
+    )
+    params = {k: v.detach() for k, v in learner.meta_params.items()}
+    lrs = learner.lrs(cfg.num_steps, schedule)
+    if tune_lr and cfg.num_steps > 0:
+        lrs = tune_inner_lr(
+            params, schedule, cfg, learner, cfg.baseline_lr_scales, learner.policy, per_step=True
+        )
+    tasks = sample_tasks(
+        learner.family, num_tasks, task_seed, split="train", index=VALIDATION_STREAM
+    )
+    returns = adaptation_returns(
+        learner.family,
+        learner.policy,
+        params,
+        tasks,
+        cfg.num_steps,
+        lrs,
+        cfg.episodes_per_step,
+        derive_seed(cfg.seed, 5),
+        lc.gamma,
+        lc.gae_lambda,
+        lc.normalize_advantages,
+        lc.device,
+        getattr(learner, "inner_step_fn", None),
+        cfg.batch_unit,
+    )
+    return returns, lrs
+
+
+def validation_score(returns: np.ndarray) -> float:
+    """The selection score of :func:`validation_returns`' ``[steps + 1, tasks]`` returns: the mean
+    return after the adaptation steps (1..k; the unadapted return when there are none)."""
+    adapted = returns[1:] if len(returns) > 1 else returns
+    return float(adapted.mean())
+
+
+def select_runs(
+    run_dirs: Sequence[Path | str],
+    cfg: EvalConfig,
+    num_tasks: int = 40,
+    task_seed: int | None = None,
+    tune_lr: bool = False,
+    device: str = "",
+) -> dict[str, Any]:
+    """Pick the best of several finished runs (e.g. seeds of one configuration) by
+    :func:`validation_score` on the same ``num_tasks`` training-split validation tasks (of
+    ``task_seed``, default the first run's seed), so the choice never sees a test task. Returns
+    ``{"best": index, "runs": [{"run_dir", "seed", "score", "returns": per-step means,
+    "inner_lr"}, ...], "num_tasks", "task_seed"}``. ``tune_lr``: adapt each with its rates tuned
+    step by step, as baselines are (for runs of a plain multi-task policy)."""
+    from fastadapt.train import load_learner
+
+    if not run_dirs:
+        raise ConfigError("select_runs needs at least one run directory")
+    learners = [load_learner(d, device) for d in run_dirs]
+    families = {learner.config.env for learner in learners}
+    if len(families) > 1:
+        raise ConfigError(f"the runs to select from train different families: {sorted(families)}")
+    if task_seed is None:
+        task_seed = learners[0].config.seed
+    rows = []
+    for d, learner in zip(run_dirs, learners, strict=True):
+        returns, lrs = validation_returns(learner, cfg, num_tasks, task_seed, tune_lr)
+        rows.append(
+            {
+                "run_dir": str(d),
+                "algorithm": learner.name,
+                "seed": learner.config.seed,
+                "score": validation_score(returns),
+                "returns": returns.mean(axis=1).tolist(),
+                "inner_lr": [lr if isinstance(lr, float) else "learned" for lr in lrs],
+            }
+        )
+    best = max(range(len(rows)), key=lambda i: rows[i]["score"])  # the first one on ties
+    return {"best": best, "runs": rows, "num_tasks": num_tasks, "task_seed": task_seed}
 
 
 def write_eval(result: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:

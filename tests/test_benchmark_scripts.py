@@ -159,6 +159,44 @@ def test_cartpole_benchmark_reuses_a_finished_run_of_the_same_settings_only(
     assert read_config(tmp_path / "run")["config"]["pre_adapt_weight"] == 0.5
 
 
+def test_cartpole_benchmark_picks_the_best_of_its_candidates_on_validation_tasks(
+    tmp_path, monkeypatch
+):
+    out = tmp_path / "out.json"
+    argv = ["--candidates", "2", "--seed", "1", "--meta-iterations", "1", "--eval-tasks", "4"]
+    argv += ["--validation-tasks", "3", "--episodes", "2", "--context-params", "2"]
+    argv += ["--run-dir", str(tmp_path / "run"), "--no-progress", "--out", str(out)]
+    run_script(monkeypatch, "maml_cartpole.py", *argv)
+    result = json.loads(out.read_text())
+    sel = result["selection"]
+    assert result["candidates"] == 2 and sel["seeds"] == [2, 3]  # seed S: K x S .. K x S + K - 1
+    for pick in (sel["meta"], sel["pretrain"]):
+        scores = [r["score"] for r in pick["runs"]]
+        assert pick["best"] == scores.index(max(scores)) and pick["task_seed"] == 2
+    chosen = tmp_path / "run" / f"seed{sel['seeds'][sel['meta']['best']]}"
+    eval_json = json.loads((chosen / "eval.json").read_text())
+    assert eval_json["returns"]["maml"]["mean"] == pytest.approx(result["returns"]["maml"])
+    # every candidate was also tested on the chosen seed's tasks (reported, never chosen by):
+    # the chosen one's figures are the result's own
+    best = sel["meta"]["runs"][sel["meta"]["best"]]
+    assert best["test_returns"] == pytest.approx(result["returns"]["maml"])
+    # each method's budget is summed over its candidates
+    from fastadapt.train import load_learner
+
+    steps = [load_learner(tmp_path / "run" / f"seed{s}").env_steps for s in sel["seeds"]]
+    assert result["env_steps_trained"]["maml"] == sum(steps)
+    pre = [
+        load_learner(tmp_path / "run" / f"seed{s}" / "baselines" / "pretrain").env_steps
+        for s in sel["seeds"]
+    ]
+    assert result["env_steps_trained"]["pretrain (tuned lr)"] == sum(pre)
+    # again with --reuse: nothing retrained, the same figures
+    model = (chosen / "model.safetensors").stat().st_mtime_ns
+    run_script(monkeypatch, "maml_cartpole.py", *argv, "--reuse")
+    assert json.loads(out.read_text())["returns"] == result["returns"]
+    assert (chosen / "model.safetensors").stat().st_mtime_ns == model
+
+
 @pytest.mark.parametrize("algorithm", ["maml", "metasgd"])
 def test_cartpole_benchmark_refuses_an_outer_lr_its_learner_does_not_take(
     tmp_path, monkeypatch, capsys, algorithm

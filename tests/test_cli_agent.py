@@ -350,3 +350,69 @@ def test_trial_agent_sees_what_the_trained_policy_saw(kind, clock, separate, pre
         agent.act(np.zeros(3, np.float32))
     with pytest.raises(SpaceError, match="do not match"):
         agent.play(gym.make("CartPole-v1"))
+
+
+def test_select_scores_runs_on_the_same_training_split_tasks_and_picks_the_best(
+    trained, tmp_path, capsys
+):
+    from fastadapt.evaluation import (
+        TUNING_STREAM,
+        VALIDATION_STREAM,
+        EvalConfig,
+        select_runs,
+        validation_returns,
+        validation_score,
+    )
+    from fastadapt.tasks import sample_tasks
+    from fastadapt.train import load_learner
+
+    other = tmp_path / "nav_seed1"
+    assert main(["train", "maml", "--run-dir", str(other), *TINY, "--seed", "1"]) == 0
+    cfg = EvalConfig(num_steps=2, episodes_per_step=2)
+    picked = select_runs([trained, other, trained], cfg, num_tasks=3)
+    scores = [r["score"] for r in picked["runs"]]
+    assert scores[0] == scores[2]  # the same run on the same tasks and episode seeds
+    assert picked["best"] == scores.index(max(scores))  # the first of equals
+    assert picked["task_seed"] == 0  # the first run's seed
+    assert [r["seed"] for r in picked["runs"]] == [0, 1, 0]
+    # the score is the mean return after the adaptation steps, on training-split tasks only
+    learner = load_learner(other)
+    returns, lrs = validation_returns(learner, cfg, 3, task_seed=0)
+    assert returns.shape == (3, 3) and lrs == [0.1, 0.05]
+    assert validation_score(returns) == pytest.approx(float(returns[1:].mean()))
+    assert picked["runs"][1]["score"] == pytest.approx(validation_score(returns))
+    assert picked["runs"][1]["returns"] == pytest.approx(returns.mean(axis=1).tolist())
+    family = learner.family
+    val = sample_tasks(family, 3, 0, split="train", index=VALIDATION_STREAM)
+    for elsewhere in (
+        sample_tasks(family, 3, 0, split="test"),
+        sample_tasks(family, 3, 0, split="train", index=TUNING_STREAM),
+        sample_tasks(family, 3, 0, split="train", index=0),  # meta-iteration 0's tasks
+    ):
+        assert val != elsewhere
+    # tuned rates: picked per step from the scales, as the baselines' are
+    _, tuned = validation_returns(learner, cfg, 3, task_seed=0, tune_lr=True)
+    for lr, base in zip(tuned, (0.1, 0.05), strict=True):
+        assert min(abs(lr / base - x) for x in cfg.baseline_lr_scales) < 1e-9
+    # the command line: a table, the choice, and the JSON
+    out = tmp_path / "sel.json"
+    argv = [str(trained), str(other), "--num-tasks", "3", "--num-steps", "2"]
+    assert main(["select", *argv, "--episodes-per-step", "2", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    best = json.loads(out.read_text())
+    assert best["runs"][0]["score"] == pytest.approx(scores[0])
+    assert f"best: {best['runs'][best['best']]['run_dir']}" in printed
+    assert "(best)" in printed
+
+
+def test_select_refuses_runs_of_different_families_and_no_runs(trained, tmp_path, capsys):
+    bandit = tmp_path / "bandit"
+    argv = ["train", "maml", "--env", "Bandit-v0", "--run-dir", str(bandit), *TINY]
+    assert main(argv) == 0
+    assert main(["select", str(trained), str(bandit), "--num-tasks", "2"]) == 2
+    assert "different families" in capsys.readouterr().err
+    from fastadapt.errors import ConfigError
+    from fastadapt.evaluation import EvalConfig, select_runs
+
+    with pytest.raises(ConfigError, match="at least one run"):
+        select_runs([], EvalConfig())
