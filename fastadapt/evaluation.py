@@ -140,6 +140,35 @@ def default_test_schedule(learner: Any) -> tuple[float, float]:
     return first, first / 2
 
 
+def _resolved_protocol(learner: Any, cfg: EvalConfig) -> tuple[EvalConfig, list[float]]:
+    """``cfg`` validated, with its batch unit resolved (the learner's unless ``cfg`` names one),
+    and the test schedule of the inner rates (``cfg.inner_lr`` or the learner's default)."""
+    cfg.validate()
+    cfg = dataclasses.replace(
+        cfg, batch_unit=cfg.batch_unit or getattr(learner.config, "batch_unit", "episodes")
+    )
+    schedule = inner_lr_schedule(
+        cfg.inner_lr or default_test_schedule(learner), max(cfg.num_steps, 1)
+    )
+    return cfg, schedule
+
+
+def _adaptation_kwargs(learner: Any, cfg: EvalConfig) -> dict[str, Any]:
+    """The keyword arguments of :func:`adaptation_returns` that the learner and the protocol fix
+    (all but the policy, its parameters and rates, the tasks, the number of steps and the seed)."""
+    lc = learner.config
+    return dict(
+        family=learner.family,
+        episodes_per_step=cfg.episodes_per_step,
+        gamma=lc.gamma,
+        gae_lambda=lc.gae_lambda,
+        normalize=lc.normalize_advantages,
+        device=lc.device,
+        step_fn=getattr(learner, "inner_step_fn", None),
+        unit=cfg.batch_unit,
+    )
+
+
 def evaluate_learner(
     learner: Any,
     cfg: EvalConfig,
@@ -151,29 +180,16 @@ def evaluate_learner(
     learner trained with unless ``cfg.batch_unit`` names one; eval.json records which).
     ``pretrained``: the pretrain baseline's learner (e.g. one :func:`select_runs` picked) instead
     of the one :func:`pretrain_baseline` trains or loads under ``run_dir``."""
-    cfg.validate()
+    cfg, schedule = _resolved_protocol(learner, cfg)
     lc = learner.config
-    cfg = dataclasses.replace(
-        cfg, batch_unit=cfg.batch_unit or getattr(lc, "batch_unit", "episodes")
-    )
-    family, policy = learner.family, learner.policy
-    tasks = sample_tasks(family, cfg.num_tasks, lc.seed, split="test")
-    schedule = inner_lr_schedule(
-        cfg.inner_lr or default_test_schedule(learner), max(cfg.num_steps, 1)
-    )
+    policy = learner.policy
+    tasks = sample_tasks(learner.family, cfg.num_tasks, lc.seed, split="test")
     common = dict(
-        family=family,
+        _adaptation_kwargs(learner, cfg),
         policy=policy,
         tasks=tasks,
         num_steps=cfg.num_steps,
-        episodes_per_step=cfg.episodes_per_step,
         seed=cfg.seed,
-        gamma=lc.gamma,
-        gae_lambda=lc.gae_lambda,
-        normalize=lc.normalize_advantages,
-        device=lc.device,
-        step_fn=getattr(learner, "inner_step_fn", None),
-        unit=cfg.batch_unit,
     )
     meta_params = {k: v.detach() for k, v in learner.meta_params.items()}
     lrs = learner.lrs(cfg.num_steps, schedule)
@@ -281,20 +297,13 @@ def _best_on_tuning_tasks(
     best, best_ret = candidates[0], -math.inf
     for lrs in candidates:
         ret = adaptation_returns(
-            learner.family,
-            policy,
-            params,
-            tasks,
-            len(lrs),
-            lrs,
-            cfg.episodes_per_step,
-            derive_seed(cfg.seed, 3),
-            lc.gamma,
-            lc.gae_lambda,
-            lc.normalize_advantages,
-            lc.device,
-            getattr(learner, "inner_step_fn", None),
-            cfg.batch_unit,
+            policy=policy,
+            params=params,
+            tasks=tasks,
+            num_steps=len(lrs),
+            lrs=lrs,
+            seed=derive_seed(cfg.seed, 3),
+            **_adaptation_kwargs(learner, cfg),
         )[-1].mean()
         if ret > best_ret:
             best, best_ret = lrs, float(ret)
@@ -351,14 +360,7 @@ def validation_returns(
     protocol, and the rates it adapted with: the test schedule of
     :func:`evaluate_learner`, or with ``tune_lr`` that schedule tuned step by step as a baseline's
     is (``tune_inner_lr``; a plain policy's every parameter adapts)."""
-    cfg.validate()
-    lc = learner.config
-    cfg = dataclasses.replace(
-        cfg, batch_unit=cfg.batch_unit or getattr(lc, "batch_unit", "episodes")
-    )
-    schedule = inner_lr_schedule(
-        cfg.inner_lr or default_test_schedule(learner), max(cfg.num_steps, 1)
-    )
+    cfg, schedule = _resolved_protocol(learner, cfg)
     params = {k: v.detach() for k, v in learner.meta_params.items()}
     lrs = learner.lrs(cfg.num_steps, schedule)
     if tune_lr and cfg.num_steps > 0:
@@ -369,20 +371,13 @@ def validation_returns(
         learner.family, num_tasks, task_seed, split="train", index=VALIDATION_STREAM
     )
     returns = adaptation_returns(
-        learner.family,
-        learner.policy,
-        params,
-        tasks,
-        cfg.num_steps,
-        lrs,
-        cfg.episodes_per_step,
-        derive_seed(cfg.seed, 5),
-        lc.gamma,
-        lc.gae_lambda,
-        lc.normalize_advantages,
-        lc.device,
-        getattr(learner, "inner_step_fn", None),
-        cfg.batch_unit,
+        policy=learner.policy,
+        params=params,
+        tasks=tasks,
+        num_steps=cfg.num_steps,
+        lrs=lrs,
+        seed=derive_seed(cfg.seed, 5),
+        **_adaptation_kwargs(learner, cfg),
     )
     return returns, lrs
 
